@@ -13,12 +13,14 @@
  *    what request smuggling feeds on);
  *  - empty lines before the request line are skipped (RFC 9112 2.2);
  *  - method is a token of at most HS_MAX_METHOD bytes, else 400;
- *  - request-target: origin-form ("/..."), asterisk-form ("*"), or
- *    absolute-form ("http://host/path", "https://..."; path/query taken from
- *    it); anything else (authority-form included) is 400; longer than
+ *  - request-target: origin-form ("/..."), asterisk-form ("*", OPTIONS
+ *    only), or absolute-form ("http://host/path", "https://..."; path/query
+ *    taken from it; an empty path reads as "/"); anything else (authority-form
+ *    included) is 400; bytes other than VCHAR are 400; longer than
  *    lim->max_uri is 414 (also while still partial);
- *  - version "HTTP/1.0" or "HTTP/1.1"; any other well-formed "HTTP/d.d" is 505;
- *    anything else 400;
+ *  - version "HTTP/1.0" or "HTTP/1.1"; "HTTP/1.d" with d >= 2 is processed as
+ *    HTTP/1.1 (RFC 9110 2.5, minor_version = 1); any other well-formed
+ *    "HTTP/d.d" (0.9, 2.0, ...) is 505; anything else 400;
  *  - header names are tokens followed directly by ':' (whitespace before the
  *    colon is 400); values may contain HTAB, SP, VCHAR, obs-text, never CTLs
  *    or NUL; obs-fold (a line starting with SP/HTAB) is 400; leading and
@@ -88,7 +90,7 @@ typedef struct hs_request {
 HS_API void hs_limits_default(hs_limits *lim);
 
 /*
- * Parse the request head at buf[0..len).
+ * Parse the request head at buf[0..len) (lim NULL: the defaults).
  * Returns the head's length in bytes (> 0, through the empty line, including
  * any skipped leading CRLFs) when the head is complete and valid, and fills req;
  * HS_PARSE_PARTIAL when it is incomplete but valid so far and within limits;
