@@ -1,0 +1,114 @@
+"""Command line of the JIT: ``python -m hypersonic.jit {prebuild,info}``.
+
+``prebuild [--cache-dir DIR] [--target NAME ...]`` fills a cache ahead of time,
+for read-only deployments and hosts without a C compiler: it builds every
+selected target into DIR (default: ``$HYPERSONIC_CACHE_DIR``, else each
+target's default directory in the current directory) and prints one line per
+module: ``built`` or ``cached``, the file, and its top source. Run it with the
+same Python, ``CC`` and ``HYPERSONIC_JIT_CFLAGS`` as the deployment; at run time
+point ``HYPERSONIC_CACHE_DIR`` (or ``cache_dir=``) at DIR. A host without a
+compiler uses a prebuilt module built from the same source, Python and flags.
+
+``info`` prints the compiler that would be used, the Python headers, the flags
+and the cache directories, or why native code cannot be built.
+
+Extension point: :data:`PREBUILD_TARGETS` maps a target name to a function
+``build(cache_dir: Optional[Path]) -> None`` that loads its modules through
+:func:`hypersonic.jit.load_extension`; anything it loads is reported. The
+server's compiled apps (``--app module:app``) are meant to be added there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from .cache import CACHE_DIR_ENV, base_cflags, extra_cflags, loaded_history, user_cache_dir
+from .compiler import CompileError, CompilerNotFound, find_compiler, python_include_dir
+
+#: A prebuild target: builds (loads) its modules into cache_dir (None: the default location).
+PrebuildTarget = Callable[[Optional[Path]], None]
+
+SOCKET_DEFAULT_CACHE_NAME = "_hypersonic_socket_cache"
+SERVER_DEFAULT_CACHE_NAME = "_hypersonic_cache"
+
+
+def _prebuild_socket(cache_dir: Optional[Path]) -> None:
+    """The socket ops module (hypersonic.socket compiles it on import, then idempotently here)."""
+    if cache_dir is not None:
+        # hypersonic.socket compiles on import: make that first compile land in cache_dir too.
+        os.environ["HYPERSONIC_CACHE_DIR"] = str(cache_dir)
+    socket_module = importlib.import_module("hypersonic.socket")
+    socket_module.compile_socket_ops(cache_dir=None if cache_dir is None else str(cache_dir))
+
+
+#: Targets built by ``prebuild``, in order. Add the server's apps here (see module docstring).
+PREBUILD_TARGETS: Dict[str, PrebuildTarget] = {"socket": _prebuild_socket}
+
+
+def _prebuild(args: argparse.Namespace) -> int:
+    cache_dir = Path(args.cache_dir).resolve() if args.cache_dir else None
+    if os.environ.pop("HYPERSONIC_JIT", None) == "0":
+        print("note: HYPERSONIC_JIT=0 ignored: prebuild builds the native modules", file=sys.stderr)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    targets = args.target or list(PREBUILD_TARGETS)
+    for target in targets:
+        seen = len(loaded_history())
+        try:
+            PREBUILD_TARGETS[target](cache_dir)
+        except (CompilerNotFound, CompileError, ImportError, OSError) as exc:
+            print(f"prebuild of {target!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        records = loaded_history()[seen:]
+        if not records:
+            print(f"prebuild of {target!r} loaded no native module (is the pure-Python fallback in use?)",
+                  file=sys.stderr)
+            return 1
+        for record in records:
+            print(f"{'built ' if record.built else 'cached'}  {record.path}  ({target}: {record.main})")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    del args
+    print(f"python:          {sys.executable} ({sys.version.split()[0]})")
+    print(f"python headers:  {python_include_dir()}")
+    status = 0
+    try:
+        compiler = find_compiler()
+        print(f"compiler:        {' '.join(compiler.argv)}")
+        print(f"compiler version: {compiler.version.splitlines()[0] if compiler.version else '?'}")
+    except CompilerNotFound as exc:
+        print(f"compiler:        NONE\n{exc}")
+        status = 1
+    print(f"flags:           {' '.join(base_cflags() + extra_cflags())}")
+    env = os.environ.get(CACHE_DIR_ENV, "").strip()
+    for name in (SOCKET_DEFAULT_CACHE_NAME, SERVER_DEFAULT_CACHE_NAME):
+        where = (f"{env} (${CACHE_DIR_ENV})" if env else
+                 f"{Path.cwd() / name} if writable, else {user_cache_dir() / name.lstrip('_')}")
+        print(f"cache dir ({name}): {where}")
+    return status
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``python -m hypersonic.jit``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m hypersonic.jit", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pre = sub.add_parser("prebuild", help="build the native modules into a cache ahead of time")
+    pre.add_argument("--cache-dir", help="cache root to fill (default: $HYPERSONIC_CACHE_DIR, else ./<default>)")
+    pre.add_argument("--target", action="append", choices=sorted(PREBUILD_TARGETS),
+                     help="what to build (repeatable; default: all)")
+    pre.set_defaults(func=_prebuild)
+    info = sub.add_parser("info", help="show the compiler, flags and cache dirs that would be used")
+    info.set_defaults(func=_info)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
