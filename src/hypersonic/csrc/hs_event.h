@@ -41,6 +41,12 @@ HS_API int hs_ev_del(int loop, int fd);
 HS_API int hs_ev_wait(int loop, hs_event *out, int max, int timeout_ms);
 /* 1 when fd is a loop made by hs_ev_create (used by close_fd to free poll state). */
 HS_API int hs_ev_is_loop(int fd);
+/*
+ * Forget fd in every loop of this module, as closing it does on epoll/kqueue
+ * (the poll backend needs this; a no-op elsewhere). Call before close(fd) or
+ * when an accepted fd reuses the number of one closed behind our back.
+ */
+HS_API void hs_ev_forget_fd(int fd);
 /* Release the loop and close its descriptor. 0, or -1. */
 HS_API int hs_ev_close(int loop);
 
