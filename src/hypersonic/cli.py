@@ -1,0 +1,379 @@
+"""The ``hypersonic`` command: serve ``module:app`` with options from flags or env.
+
+``hypersonic module:app --port 8080 --workers 4`` (or ``python -m hypersonic``).
+Every option maps one-to-one onto :meth:`hypersonic.Hypersonic.run` or the
+:class:`hypersonic.Hypersonic` constructor, and each has an environment
+fallback, ``HYPERSONIC_<OPTION>`` (e.g. ``HYPERSONIC_PORT``). Precedence: the
+flag, then the environment variable, then (for constructor options) what the app
+module itself passed to ``Hypersonic(...)``, then the documented default.
+
+The module is imported with the current directory first on ``sys.path``; the
+app is compiled if the module did not compile it. Errors in the app path, the
+options or at startup end the command with a one-line message (exit status 2
+for usage errors, 1 for startup failures) instead of a traceback.
+
+:func:`run_app` gives a script the same options for an app it already holds:
+``python examples/app.py --port 8080``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ._version import __version__
+
+__all__ = ["AppImportError", "OPTIONS", "build_parser", "load_app", "main", "run_app"]
+
+log = logging.getLogger("hypersonic.cli")
+
+#: Prefix of every environment fallback.
+ENV_PREFIX = "HYPERSONIC_"
+#: Exit status for a bad command line, app path or option value (argparse's own).
+EXIT_USAGE = 2
+#: Exit status when the server could not start.
+EXIT_STARTUP = 1
+#: Log record format of the command's logging setup.
+LOG_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+#: Defaults of run() options (the constructor's come from its signature).
+RUN_DEFAULTS: Dict[str, Any] = {"host": "0.0.0.0", "port": 8080, "workers": 1}
+
+
+class AppImportError(Exception):
+    """``module:app`` could not be turned into a Hypersonic app (message says why)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option, its environment fallback and where it goes."""
+
+    name: str            # dest, and the run()/constructor keyword it maps to
+    kind: type           # int, float, str or bool
+    target: str          # "run", "app" (constructor keyword) or "cli"
+    help: str
+    keyword: Optional[str] = None  # constructor keyword when it differs from name
+    negate: bool = False  # a --no-X switch that sets keyword to False
+
+    @property
+    def flag(self) -> str:
+        """The long command-line flag."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable consulted when the flag is absent."""
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: List[Option] = [
+    Option("host", str, "run", "interface to listen on: an IPv4/IPv6 address or a host name; "
+           "'0.0.0.0' is every IPv4 interface, '::' every interface (dual stack)"),
+    Option("port", int, "run", "TCP port to listen on (0 picks a free one, shown in the startup line)"),
+    Option("workers", int, "run", "worker processes, each with its own SO_REUSEPORT listener; "
+           "the parent restarts a worker that dies"),
+    Option("cache_dir", str, "app", "directory of the compiled-C cache"),
+    Option("max_connections", int, "app", "open connections per worker; more wait in the listen backlog"),
+    Option("max_request_size", int, "app", "largest request body in bytes (larger: 413)"),
+    Option("keepalive_timeout", float, "app", "seconds an idle keep-alive connection is kept open"),
+    Option("recv_timeout", float, "app", "seconds a request head may take to arrive (slower: 408)"),
+    Option("drain_timeout", float, "app", "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
+    Option("no_security_headers", bool, "app", "do not add the default security headers to responses",
+           keyword="enable_security_headers", negate=True),
+    Option("log_level", str, "cli", "logging level: " + ", ".join(LOG_LEVELS)),
+]
+
+_OPTION_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def _constructor_defaults() -> Dict[str, Any]:
+    """Defaults from ``Hypersonic.__init__``'s signature (empty if the core is absent)."""
+    try:
+        from .app import Hypersonic
+    except ImportError:  # pragma: no cover - the core ships with the package
+        return {}
+    defaults: Dict[str, Any] = {}
+    for parameter in inspect.signature(Hypersonic.__init__).parameters.values():
+        if parameter.default is not inspect.Parameter.empty:
+            defaults[parameter.name] = parameter.default
+    return defaults
+
+
+def _default_text(option: Option, constructor_defaults: Dict[str, Any]) -> str:
+    if option.target == "run":
+        return repr(RUN_DEFAULTS[option.name])
+    if option.target == "cli":
+        return "'info'"
+    keyword = option.keyword or option.name
+    if option.negate:
+        return "off (security headers on)"
+    if option.name == "cache_dir":
+        return "the app's setting, else $HYPERSONIC_CACHE_DIR, else ./_hypersonic_cache"
+    if keyword in constructor_defaults:
+        return f"the app's setting, else {constructor_defaults[keyword]!r}"
+    return "the app's setting"
+
+
+def build_parser(with_app_argument: bool = True, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser; ``with_app_argument=False`` for :func:`run_app` scripts."""
+    constructor_defaults = _constructor_defaults()
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a Hypersonic app. Every option can also be set through the "
+                    "environment variable shown with it; a flag wins over the variable.",
+        epilog="Examples: hypersonic examples.app:app --port 8080 --workers 4\n"
+               "          HYPERSONIC_PORT=9000 python -m hypersonic myproject.web:app",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if with_app_argument:
+        parser.add_argument("app", metavar="MODULE:APP",
+                            help="import path of the app: a module importable from the current "
+                                 "directory, a colon, and the Hypersonic object's name "
+                                 "(':app' may be left out)")
+    for option in OPTIONS:
+        text = f"{option.help} [env {option.env}; default {_default_text(option, constructor_defaults)}]"
+        if option.kind is bool:
+            parser.add_argument(option.flag, dest=option.name, action="store_const", const=True,
+                                default=None, help=text)
+        else:
+            metavar = {int: "N", float: "SECONDS", str: "TEXT"}[option.kind]
+            if option.name == "host":
+                metavar = "HOST"
+            elif option.name == "cache_dir":
+                metavar = "DIR"
+            elif option.name == "log_level":
+                metavar = "LEVEL"
+            parser.add_argument(option.flag, dest=option.name, metavar=metavar, default=None,
+                                help=text, type=_converter(option, option.flag))
+    parser.add_argument("--version", action="version", version=f"hypersonic {__version__}")
+    return parser
+
+
+def _converter(option: Option, source: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return _convert(option, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = option.kind.__name__
+    return convert
+
+
+def _convert(option: Option, text: str) -> Any:
+    """Parse one option value from text; ValueError says what was expected."""
+    if option.kind is bool:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"expected one of 1/0, true/false, yes/no, on/off, got {text!r}")
+    if option.kind is int:
+        try:
+            value: Any = int(text, 10)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+    elif option.kind is float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds, got {text!r}") from None
+    else:
+        value = text
+    if option.name == "port" and not 0 <= value <= 65535:
+        raise ValueError(f"expected a port between 0 and 65535, got {text!r}")
+    if option.name in ("workers", "max_connections", "max_request_size") and value < 1:
+        raise ValueError(f"expected at least 1, got {text!r}")
+    if option.kind is float and value < 0:
+        raise ValueError(f"expected a non-negative number, got {text!r}")
+    if option.name == "log_level" and value.lower() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return value
+
+
+def resolve_options(namespace: argparse.Namespace, environ: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Flag values, else environment values; only options given one way or the other.
+
+    Raises :class:`ValueError` naming the environment variable for a bad value.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    given: Dict[str, Any] = {}
+    for option in OPTIONS:
+        value = getattr(namespace, option.name, None)
+        if value is None and option.env in environ:
+            try:
+                value = _convert(option, environ[option.env])
+            except ValueError as exc:
+                raise ValueError(f"environment variable {option.env}: {exc}") from None
+        if value is not None:
+            given[option.name] = value
+    return given
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def _is_hypersonic(obj: object) -> bool:
+    try:
+        from .app import Hypersonic
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, Hypersonic)
+
+
+def load_app(path: str) -> Any:
+    """Import ``module:attribute`` (cwd first on sys.path) and return the app.
+
+    Raises :class:`AppImportError` with a one-line reason for a malformed path,
+    a module that is not found, a missing attribute or a non-Hypersonic object.
+    An exception raised *inside* the app module propagates, traceback and all.
+    """
+    if not isinstance(path, str):
+        raise TypeError(f"app path must be a str, not {type(path).__name__}")
+    module_name, _, attribute = path.partition(":")
+    attribute = attribute or "app"
+    if not module_name or not all(part.isidentifier() for part in module_name.split(".")) \
+            or not all(part.isidentifier() for part in attribute.split(".")):
+        raise AppImportError(f"invalid app path {path!r}: expected 'module:app', "
+                             "e.g. 'examples.app:app'")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise AppImportError(f"cannot import {module_name!r} (from {path!r}): no module named "
+                                 f"{missing!r} in {cwd} or on sys.path") from None
+        raise
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppImportError(f"module {module_name!r} has no attribute {attribute!r} "
+                                 f"(from {path!r})") from None
+    if not _is_hypersonic(obj):
+        raise AppImportError(f"{path!r} is a {type(obj).__module__}.{type(obj).__qualname__}, "
+                             "not a hypersonic.Hypersonic app")
+    return obj
+
+
+def _is_compiled(app: Any) -> bool:
+    for name in ("compiled", "_compiled", "is_compiled"):
+        value = getattr(app, name, None)
+        if isinstance(value, bool):
+            return value
+    return False
+
+
+def apply_app_options(app: Any, given: Dict[str, Any]) -> None:
+    """Set the constructor options given on the command line onto ``app``.
+
+    Raises :class:`AppImportError` if the app is already compiled and an option
+    given would have to be baked in (the app module should not call compile()
+    itself then, or should pass the option to ``Hypersonic(...)``).
+    """
+    settings: Dict[str, Any] = {}
+    for name, value in given.items():
+        option = _OPTION_BY_NAME[name]
+        if option.target != "app":
+            continue
+        keyword = option.keyword or option.name
+        settings[keyword] = (not value) if option.negate else value
+    if not settings:
+        return
+    configure = getattr(app, "configure", None)
+    if callable(configure):
+        configure(**settings)
+        return
+    if _is_compiled(app):
+        changed = sorted(k for k, v in settings.items() if getattr(app, k, object()) != v)
+        if changed:
+            raise AppImportError("the app module already called compile(); options "
+                                 + ", ".join(changed) + " cannot change afterwards. Leave "
+                                 "compile() to the hypersonic command or pass them to Hypersonic(...)")
+        return
+    for keyword, value in settings.items():
+        setattr(app, keyword, value)
+
+
+def _setup_logging(level_name: str) -> None:
+    level = getattr(logging, level_name.upper())
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr)
+    root.setLevel(level)
+    logging.getLogger("hypersonic").setLevel(level)
+
+
+def _serve(app: Any, given: Dict[str, Any]) -> int:
+    """Compile if needed, run until stopped; returns the exit status."""
+    from ._supervisor import ServerStartupError
+
+    run_kwargs = {name: given.get(name, default) for name, default in RUN_DEFAULTS.items()}
+    try:
+        if not _is_compiled(app):
+            app.compile()
+        app.run(**run_kwargs)
+    except ServerStartupError as exc:
+        log.error("%s", exc)
+        sys.stderr.write(f"hypersonic: error: {exc}\n")
+        return EXIT_STARTUP
+    except KeyboardInterrupt:  # a Ctrl-C the server did not handle itself
+        return 0
+    return 0
+
+
+def run_app(app: Any, argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Serve an app object with the command's options parsed from ``argv``.
+
+    For scripts: ``raise SystemExit(run_app(app))`` gives ``python script.py
+    --port 8080 --workers 2`` the same flags and environment fallbacks as the
+    ``hypersonic`` command. Returns the exit status.
+    """
+    parser = build_parser(with_app_argument=False, prog=prog)
+    namespace = parser.parse_args(argv)
+    return _run(parser, namespace, lambda: app)
+
+
+def _run(parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+         get_app: Callable[[], Any]) -> int:
+    try:
+        given = resolve_options(namespace)
+    except ValueError as exc:
+        parser.error(str(exc))
+    _setup_logging(given.get("log_level", "info"))
+    try:
+        app = get_app()
+        if not _is_hypersonic(app):
+            raise AppImportError(f"expected a hypersonic.Hypersonic app, got {type(app).__name__}")
+        apply_app_options(app, given)
+    except AppImportError as exc:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
+    except (TypeError, ValueError) as exc:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
+    return _serve(app, given)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``hypersonic`` and ``python -m hypersonic``; returns the exit status."""
+    parser = build_parser(with_app_argument=True, prog="hypersonic")
+    namespace = parser.parse_args(argv)
+    return _run(parser, namespace, lambda: load_app(namespace.app))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
