@@ -25,9 +25,10 @@
 /* Hex digits in a chunk-size: 16 hold any uint64_t, so more (even leading
  * zeros) is rejected as an overlong size before it could overflow. */
 #define HS_CHUNK_MAX_SIZE_DIGITS 16
-/* Bytes of one chunk-size line before its CRLF: size + chunk-ext. */
+/* Bytes of one chunk-size line before its CRLF: size, BWS and chunk-ext. */
 #define HS_CHUNK_MAX_LINE 4096
-/* Bytes of the trailer section (all trailer fields and their CRLFs). */
+/* Bytes of the trailer section: every trailer field line with its CRLF, and
+ * the final CRLF (so "0\r\n\r\n" has a 2-byte trailer section). */
 #define HS_CHUNK_MAX_TRAILER HS_DEFAULT_MAX_HEAD
 
 /* ---- character classes -------------------------------------------------- */
@@ -703,9 +704,12 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
             }
             if (d->digits == 0)
                 goto fail; /* no digit: "-1", " 1", ";x", "\r\n" */
-            if (c == '\r')
+            if (c == '\r') {
                 d->state = HS_CH_SIZE_LF;
-            else if (c == ';')
+                in++;
+                continue; /* CRLF is not counted in the line's length */
+            }
+            if (c == ';')
                 d->state = HS_CH_EXT;
             else if (c == ' ' || c == '\t')
                 d->state = HS_CH_SIZE_WS; /* BWS before ";" (RFC 9112 7.1.1) */
@@ -715,6 +719,8 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
         }
         case HS_CH_SIZE_WS:
             c = b[in];
+            if (c == '\r')
+                goto fail; /* "5 \r\n": BWS only before a chunk-ext */
             if (c == ';')
                 d->state = HS_CH_EXT;
             else if (c != ' ' && c != '\t')
@@ -725,9 +731,12 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
              * up to CR; a bare LF or CTL in it is an error (RFC 9112 7.1.1);
              * extensions are ignored (RFC 9112 7.1.1: MUST ignore unknown). */
             c = b[in];
-            if (c == '\r')
+            if (c == '\r') {
                 d->state = HS_CH_SIZE_LF;
-            else if (!HS_IS(c, HS_C_VALUE))
+                in++;
+                continue;
+            }
+            if (!HS_IS(c, HS_C_VALUE))
                 goto fail;
             break;
         case HS_CH_SIZE_LF:
@@ -780,7 +789,7 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
             d->state = HS_CH_TRAILER_START;
             goto trailer_byte;
         case HS_CH_FINAL_LF:
-            if (b[in] != '\n')
+            if (b[in] != '\n' || ++d->trailer_bytes > HS_CHUNK_MAX_TRAILER)
                 goto fail;
             in++;
             d->state = HS_CH_DONE;
