@@ -1,0 +1,457 @@
+"""The Hypersonic application: route registration, compile(), run().
+
+A route whose handler takes no parameter is *static*: ``compile()`` calls it
+once and bakes its whole HTTP response into generated C, so serving it never
+touches Python. A handler that takes the request (or any handler registered
+with ``dynamic=True``) is *dynamic*: the C loop calls it per request.
+
+>>> app = Hypersonic()
+>>> @app.get("/health")
+... def health():
+...     return "OK"
+>>> app.post("/echo", lambda req: req.body)  # doctest: +ELLIPSIS
+<function <lambda> at ...>
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import signal
+import socket
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
+
+from . import _codegen
+from ._codegen import METHODS, RouteSpec
+from .request import BadRequest, Request
+from .response import APPLICATION_JSON, TEXT_PLAIN, _normalize_headers, finalize
+
+__all__ = ["Hypersonic", "DEFAULT_SECURITY_HEADERS", "DEFAULT_MAX_REQUEST_SIZE"]
+
+log = logging.getLogger("hypersonic")
+
+Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
+
+#: Security headers sent on every response unless disabled or overridden
+#: (HSTS is not among them: it is only meaningful over TLS).
+DEFAULT_SECURITY_HEADERS: Tuple[Tuple[str, str], ...] = (
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-XSS-Protection", "1; mode=block"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+)
+
+#: Default limit on a request body (Content-Length or decoded chunked), bytes.
+DEFAULT_MAX_REQUEST_SIZE = 1024 * 1024
+
+# Most ":name" parameters in one route (HS_MAX_PARAMS in hs_router.h).
+_MAX_PARAMS = 16
+# RFC 3986 pchar plus "/": what a route pattern may contain.
+_PATH_RE = re.compile(r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]*$")
+_PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class _Route:
+    method: str
+    path: str
+    segments: Tuple[str, ...]
+    param_names: Tuple[str, ...]
+    handler: Handler
+    takes_request: bool
+    dynamic: bool
+
+
+def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def _takes_request(handler: Handler) -> bool:
+    """True when the handler takes one positional parameter (the request), False for none.
+
+    Raises TypeError when it requires more than one.
+    """
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return True  # no introspectable signature (some builtins): assume it wants the request
+    positional = [
+        p for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required = [p for p in positional if p.default is p.empty]
+    var_positional = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+    required_kw = [p for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+    if required_kw:
+        raise TypeError(f"handler {handler!r} has required keyword-only parameters; it is called with at most the request")
+    if len(required) > 1:
+        raise TypeError(
+            f"handler {handler!r} requires {len(required)} parameters; a handler takes none (static) or one (the request)"
+        )
+    return len(required) == 1 or (not required and var_positional)
+
+
+class Hypersonic:
+    """An HTTP/1.1 application whose serving loop is C compiled at run time.
+
+    Parameters (all keyword; defaults in brackets):
+
+    cache_dir [None]: where compiled modules are cached; None means
+        ``$HYPERSONIC_CACHE_DIR``, else ``./_hypersonic_cache``, else the user
+        cache dir.
+    max_connections [10000]: open connections per worker; beyond it new clients
+        wait in the kernel's listen backlog.
+    max_request_size [1 MiB]: largest request body in bytes; larger is 413.
+    keepalive_timeout [30]: seconds an idle keep-alive connection is kept.
+    recv_timeout [30]: seconds a request head may take to arrive (and a body
+        may go without progress) before 408 and close.
+    drain_timeout [5]: seconds a stopping worker waits for in-flight requests.
+    enable_security_headers [True]: send :data:`DEFAULT_SECURITY_HEADERS`.
+    security_headers [None]: a mapping merged over the defaults; a value of
+        None removes that header. Headers named here are sent even when
+        enable_security_headers is False.
+
+    Timeouts are checked once a second, so they act within about a second.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+        max_connections: int = 10000,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        keepalive_timeout: float = 30,
+        recv_timeout: float = 30,
+        drain_timeout: float = 5,
+        enable_security_headers: bool = True,
+        security_headers: Optional[Mapping[str, Optional[str]]] = None,
+    ) -> None:
+        if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f"cache_dir must be a path (str or os.PathLike), not {type(cache_dir).__name__}")
+        self.cache_dir = cache_dir
+        self.max_connections = _positive_int("max_connections", max_connections)
+        self.max_request_size = _positive_int("max_request_size", max_request_size)
+        self.keepalive_timeout = _positive_number("keepalive_timeout", keepalive_timeout)
+        self.recv_timeout = _positive_number("recv_timeout", recv_timeout)
+        self.drain_timeout = _positive_number("drain_timeout", drain_timeout, allow_zero=True)
+        if not isinstance(enable_security_headers, bool):
+            raise TypeError("enable_security_headers must be a bool")
+        self.enable_security_headers = enable_security_headers
+        self.security_headers: List[Tuple[str, str]] = self._merge_security_headers(
+            enable_security_headers, security_headers
+        )
+        self._routes: Dict[Tuple[str, Tuple[str, ...]], _Route] = {}
+        self._module: Optional[ModuleType] = None
+
+    @staticmethod
+    def _merge_security_headers(
+        enabled: bool, overrides: Optional[Mapping[str, Optional[str]]]
+    ) -> List[Tuple[str, str]]:
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise TypeError(
+                f"security_headers must be a mapping of name -> value (None removes), not {type(overrides).__name__}"
+            )
+        merged: Dict[str, Tuple[str, Optional[str]]] = {}
+        if enabled:
+            for name, value in DEFAULT_SECURITY_HEADERS:
+                merged[name.lower()] = (name, value)
+        for name, value in (overrides or {}).items():
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"security_headers[{name!r}] must be a str or None, not {type(value).__name__}")
+            merged[str(name).lower()] = (name, value)
+        pairs = [(n, v) for n, v in merged.values() if v is not None]
+        try:
+            return _normalize_headers(pairs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"security_headers: {exc}") from None
+
+    # -- registration ----------------------------------------------------------
+    def route(self, method: str, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register ``handler`` for ``method`` and ``path``; without handler, return a decorator.
+
+        Raises ValueError (bad or duplicate path, unknown method), TypeError
+        (handler not callable, or with an unusable signature) and RuntimeError
+        (after compile()).
+        """
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        method = method.upper()
+        if self._module is not None:
+            raise RuntimeError("routes cannot be added after compile()")
+        if not isinstance(dynamic, bool):
+            raise TypeError(f"dynamic must be a bool, not {type(dynamic).__name__}")
+        segments, names = self._parse_path(path)
+        if handler is None:
+            def decorator(fn: H) -> H:
+                self._add(method, path, segments, names, fn, dynamic)
+                return fn
+            return decorator
+        self._add(method, path, segments, names, handler, dynamic)
+        return handler
+
+    @staticmethod
+    def _parse_path(path: Any) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str, not {type(path).__name__}")
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        if not _PATH_RE.match(path):
+            raise ValueError(
+                f"path {path!r} contains characters not allowed in a URL path (RFC 3986); percent-encode them"
+            )
+        segments = tuple(path.split("/")[1:])
+        names: List[str] = []
+        for seg in segments:
+            if seg.startswith(":"):
+                name = seg[1:]
+                if not _PARAM_NAME_RE.match(name):
+                    raise ValueError(f"path {path!r}: parameter {seg!r} must be ':' followed by an identifier")
+                if name in names:
+                    raise ValueError(f"path {path!r}: parameter name {name!r} is used twice")
+                names.append(name)
+            elif ":" in seg:
+                raise ValueError(f"path {path!r}: ':' may only start a parameter segment (got {seg!r})")
+        if len(names) > _MAX_PARAMS:
+            raise ValueError(f"path {path!r} has {len(names)} parameters; at most {_MAX_PARAMS}")
+        return segments, tuple(names)
+
+    def _add(self, method: str, path: str, segments: Tuple[str, ...], names: Tuple[str, ...],
+             handler: Any, dynamic: bool) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler for {method} {path} must be callable, not {type(handler).__name__}")
+        takes_request = _takes_request(handler)
+        shape = tuple(":" if s.startswith(":") else s for s in segments)
+        key = (method, shape)
+        if key in self._routes:
+            other = self._routes[key]
+            raise ValueError(f"duplicate route: {method} {path} (already registered as {method} {other.path})")
+        if names and not takes_request:
+            raise TypeError(
+                f"handler for {method} {path} takes no request but the path has parameters {names}; "
+                "give it a 'req' parameter"
+            )
+        self._routes[key] = _Route(method, path, segments, names, handler, takes_request,
+                                   dynamic or takes_request)
+
+    def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register a GET route (also answers HEAD); usable as a decorator."""
+        return self.route("GET", path, handler, dynamic=dynamic)
+
+    def post(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register a POST route; usable as a decorator."""
+        return self.route("POST", path, handler, dynamic=dynamic)
+
+    def put(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register a PUT route; usable as a decorator."""
+        return self.route("PUT", path, handler, dynamic=dynamic)
+
+    def delete(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register a DELETE route; usable as a decorator."""
+        return self.route("DELETE", path, handler, dynamic=dynamic)
+
+    def patch(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register a PATCH route; usable as a decorator."""
+        return self.route("PATCH", path, handler, dynamic=dynamic)
+
+    def head(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register a HEAD route (overrides the automatic HEAD of a GET route)."""
+        return self.route("HEAD", path, handler, dynamic=dynamic)
+
+    def options(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+        """Register an OPTIONS route (overrides the automatic Allow answer)."""
+        return self.route("OPTIONS", path, handler, dynamic=dynamic)
+
+    # -- compile ----------------------------------------------------------------
+    @property
+    def compiled(self) -> bool:
+        """True once compile() succeeded."""
+        return self._module is not None
+
+    def route_counts(self) -> Tuple[int, int]:
+        """(static routes, dynamic routes)."""
+        dyn = sum(1 for r in self._routes.values() if r.dynamic)
+        return len(self._routes) - dyn, dyn
+
+    def _security_block(self) -> bytes:
+        return "".join(f"{n}: {v}\r\n" for n, v in self.security_headers).encode("latin-1")
+
+    def compile(self) -> None:
+        """Run the static handlers, generate the app's C and build (or load) it.
+
+        Raises RuntimeError (no routes, or called twice), ValueError/TypeError
+        (a static handler returned None or an unsupported value),
+        hypersonic.jit.CompilerNotFound / CompileError.
+        """
+        if self._module is not None:
+            raise RuntimeError("compile() was already called for this app")
+        if not self._routes:
+            raise RuntimeError("compile() needs at least one route; register one with app.get(path, handler)")
+        specs: List[RouteSpec] = []
+        handlers: List[Handler] = []
+        takes: List[bool] = []
+        names: List[Tuple[str, ...]] = []
+        for route in self._routes.values():
+            spec = RouteSpec(method=route.method, pattern=route.path, segments=route.segments, static=not route.dynamic)
+            if route.dynamic:
+                spec.handler_index = len(handlers)
+                handlers.append(route.handler)
+                takes.append(route.takes_request)
+                names.append(route.param_names)
+            else:
+                result = route.handler()
+                if result is None:
+                    raise ValueError(
+                        f"static handler for {route.method} {route.path} returned None; return str, bytes, dict, "
+                        "list, Response or (status, headers, body)"
+                    )
+                try:
+                    status, block, body = finalize(result, self.security_headers)
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"static handler for {route.method} {route.path}: {exc}") from None
+                spec.baked, spec.baked_head_len, spec.baked_date_off = _codegen.bake_response(status, block, body)
+            specs.append(spec)
+        source = _codegen.generate(specs, self._security_block(), TEXT_PLAIN, APPLICATION_JSON)
+        from .jit import load_extension
+
+        module = load_extension(
+            "hs_servermod.c", default_cache_name="_hypersonic_cache", cache_dir=self.cache_dir,
+            generated={"hs_app.h": source},
+        )
+        module.configure(
+            handlers=tuple(handlers), takes_request=tuple(takes), param_names=tuple(names),
+            request_type=Request, bad_request=BadRequest, json_encode=_JSON_ENCODER, finalize=self._finalize,
+            on_error=self._on_handler_error, max_connections=self.max_connections,
+            max_body=self.max_request_size, keepalive_ms=int(self.keepalive_timeout * 1000),
+            recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
+        )
+        self._module = module
+
+    def _finalize(self, result: Any) -> Tuple[int, bytes, bytes]:
+        return finalize(result, self.security_headers)
+
+    @staticmethod
+    def _on_handler_error(exc: BaseException, status: int, method: str, target: str) -> None:
+        if status == 400:
+            log.info("%s %s: 400 Bad Request: %s", method, target, exc)
+        else:
+            log.error("%s %s: handler failed, answered %d", method, target, status, exc_info=exc)
+
+    # -- serving ---------------------------------------------------------------------
+    def _require_compiled(self) -> ModuleType:
+        if self._module is None:
+            raise RuntimeError("call app.compile() before run()")
+        return self._module
+
+    def stats(self) -> Dict[str, int]:
+        """Counters of this process's loop: requests, static_responses,
+        python_calls (dynamic handler invocations), connections (accepted),
+        open_connections, errors, wakeups, writes."""
+        return dict(self._require_compiled().stats())
+
+    def backend(self) -> str:
+        """The event backend compiled into the app ("epoll", "kqueue" or "poll")."""
+        return str(self._require_compiled().backend())
+
+    def _serve_worker(self, listen_fd: int) -> None:
+        """Run the C loop on an already listening, non-blocking socket until
+        :meth:`_request_stop`; the loop owns ``listen_fd`` from here and closes
+        it when it stops accepting. Returns after the drain (all connections
+        done or drain_timeout passed)."""
+        module = self._require_compiled()
+        if isinstance(listen_fd, bool) or not isinstance(listen_fd, int) or listen_fd < 0:
+            raise ValueError(f"listen_fd must be a non-negative int, got {listen_fd!r}")
+        module.serve(listen_fd)
+
+    def _request_stop(self) -> None:
+        """Ask the loop to stop accepting and drain. Safe from a Python signal handler."""
+        if self._module is not None:
+            self._module.request_stop()
+
+    def run(self, port: int = 8080, host: str = "0.0.0.0", workers: int = 1) -> None:
+        """Serve on host:port until SIGTERM/SIGINT, then drain and return.
+
+        workers > 1 forks that many processes (hypersonic._supervisor).
+        Raises RuntimeError before compile(), ValueError for bad arguments,
+        OSError when the address cannot be bound.
+        """
+        self._require_compiled()
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {type(host).__name__}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+        if workers > 1:
+            from . import _supervisor
+
+            _supervisor.serve(self, host, port, workers)
+            return
+        sock = _listen_socket(host, port)
+        bound = sock.getsockname()
+        static, dynamic = self.route_counts()
+        url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        log.info(
+            "hypersonic serving on http://%s:%d (workers=1, backend=%s, routes: %d static, %d dynamic)",
+            url_host, bound[1], self.backend(), static, dynamic,
+        )
+        fd = sock.detach()
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda signum, frame: self._request_stop())
+        try:
+            self._serve_worker(fd)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket with SO_REUSEADDR and SO_REUSEPORT
+    (hs_listen_tcp semantics: "" means every IPv4 interface, "::" dual-stack)."""
+    infos = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    last: Optional[OSError] = None
+    for family, socktype, proto, _, addr in infos:
+        try:
+            sock = socket.socket(family, socktype, proto)
+        except OSError as exc:
+            last = exc
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6 and host == "::":
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(addr)
+            sock.listen(4096)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise last if last is not None else OSError(f"cannot listen on {host}:{port}")
+
+
+def _make_json_encoder() -> Callable[[Any], str]:
+    import json
+
+    return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+_JSON_ENCODER = _make_json_encoder()

@@ -1,0 +1,479 @@
+/*
+ * hs_server.c - the server event loop (see hs_server.h for the contract).
+ *
+ * Must be included after the generated hs_app.h (route table, baked responses,
+ * status lines, security header blocks) and after hs_parser.c, hs_conn.c,
+ * hs_net.c, hs_event.c, hs_router.c, hs_date.c and hs_response.c.
+ *
+ * Theory of operation. One wait returns up to HS_SERVER_EVENT_BATCH ready
+ * descriptors; each gets exactly one treatment:
+ *  - listening socket: accept up to HS_SERVER_ACCEPT_BATCH connections, each
+ *    registered for reads; at max_connections the listening socket leaves the
+ *    loop (new clients wait in the kernel backlog) until a connection closes;
+ *  - readable connection: one hs_conn_recv (one recv unless it filled the
+ *    buffer), then every complete request in the buffer is answered in order,
+ *    each response appended to the write queue; then ONE flush, so pipelined
+ *    responses leave in a single send;
+ *  - the flush could not finish: the connection is re-registered for writes
+ *    only (backpressure: no more reading, so no more queued output) and back
+ *    to reads once the queue is empty. This is the only epoll_ctl after accept.
+ * Static routes are answered by copying baked bytes (no Python, no allocation:
+ * the write queue keeps its capacity). Dynamic routes go to s->dynamic.
+ * Once a second (when the wall-clock second changes) the Date value is
+ * re-formatted, patched into every baked response, and every connection is
+ * checked for timeouts: idle keep-alive (keepalive_ms), a request not complete
+ * within recv_ms (408, then close), a stalled write, a finished linger.
+ * A connection closed after an error first shuts down its write side and
+ * discards input for up to HS_SERVER_LINGER_MS, so the client reads the error
+ * response instead of a reset.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hs_event.h"
+#include "hs_net.h"
+#include "hs_server.h"
+
+/* The embedder may release a global lock around the blocking wait. */
+#ifndef HS_BLOCKING_BEGIN
+#define HS_BLOCKING_BEGIN {
+#define HS_BLOCKING_END }
+#endif
+
+/* Scratch space for input discarded while lingering. */
+#define HS_SERVER_DISCARD_CHUNK 4096
+/* Milliseconds per second. */
+#define HS_MS_PER_S 1000
+
+static const char hs_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+HS_API int64_t hs_now_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+        return 0; /* cannot fail with a valid clock id */
+    return (int64_t)ts.tv_sec * HS_MS_PER_S + ts.tv_nsec / 1000000;
+}
+
+/* Re-format the Date value when the second changed; patch baked responses. 1 when it changed. */
+static int hs_server_tick_date(hs_server *s)
+{
+    time_t t = time(NULL);
+    if (t == s->date_second)
+        return 0;
+    s->date_second = t;
+    hs_date_format(t, s->date);
+    for (int i = 0; i < s->nbaked; i++)
+        memcpy(s->baked[i].data + s->baked[i].date_off, s->date, HS_DATE_LEN);
+    return 1;
+}
+
+static void hs_server_listen_on(hs_server *s)
+{
+    if (s->listening || s->listen_fd < 0 || s->draining)
+        return;
+    if (hs_ev_add(s->loop, s->listen_fd, HS_EV_READ) == 0)
+        s->listening = 1;
+}
+
+static void hs_server_listen_off(hs_server *s)
+{
+    if (!s->listening)
+        return;
+    (void)hs_ev_del(s->loop, s->listen_fd); /* failure leaves it registered: accept then sees EAGAIN */
+    s->listening = 0;
+}
+
+static void hs_server_close(hs_server *s, hs_conn *c)
+{
+    if (!(c->flags & HS_CF_ACTIVE))
+        return;
+    if (!s->is_epoll)
+        (void)hs_ev_del(s->loop, c->fd); /* epoll forgets a closed fd by itself */
+    if (close(c->fd) < 0 && errno != EINTR) {
+        /* EBADF/EIO: the descriptor is released either way; nothing to retry */
+    }
+    c->flags = 0;
+    c->fd = -1;
+    c->rbuf.len = 0;
+    c->wbuf.len = 0;
+    c->wpos = 0;
+    s->nconns--;
+    if (s->nconns < s->max_connections)
+        hs_server_listen_on(s);
+}
+
+static void hs_server_accept(hs_server *s)
+{
+    for (int i = 0; i < HS_SERVER_ACCEPT_BATCH; i++) {
+        if (s->nconns >= s->max_connections) {
+            hs_server_listen_off(s); /* resumed by hs_server_close */
+            return;
+        }
+        int fd = hs_accept(s->listen_fd);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                hs_server_listen_off(s); /* out of descriptors: resumed by a close or the next tick */
+            return;
+        }
+        hs_conn *c = hs_conns_get(&s->conns, fd, 1);
+        if (!c) {
+            (void)close(fd);
+            continue;
+        }
+        hs_conn_reset(c, fd);
+        if (hs_ev_add(s->loop, fd, HS_EV_READ) < 0) {
+            (void)close(fd);
+            continue;
+        }
+        c->flags = HS_CF_ACTIVE;
+        c->last_active_ms = s->now_ms;
+        s->nconns++;
+        s->stat_accepted++;
+    }
+}
+
+/* Answer a protocol error (400/408/413/414/431/501/505) and close after it. */
+static void hs_server_error(hs_server *s, hs_conn *c, int status)
+{
+    if (status < HS_STATUS_MIN || status > HS_STATUS_MAX)
+        status = 400;
+    const hs_status_line *sl = &hs_app_status[status - HS_STATUS_MIN];
+    /* body: the reason phrase ("HTTP/1.1 NNN " is 13 bytes, CRLF 2) */
+    const char *body = sl->text + 13;
+    size_t body_len = sl->len - 15;
+    (void)hs_resp_simple(c, s->date, status, NULL, 0, body, body_len, 0, 1, 0);
+    c->flags |= HS_CF_CLOSE_AFTER | HS_CF_ERROR_CLOSE;
+    s->stat_errors++;
+}
+
+static int hs_server_queue_baked(hs_conn *c, const hs_baked *b, int keep_alive, int minor_version, int head_only)
+{
+    if (HS_LIKELY(keep_alive && minor_version == 1 && !head_only))
+        return hs_conn_queue(c, b->data, b->len);
+    if (hs_conn_queue(c, b->data, b->head_len) < 0 || hs_resp_connection(c, keep_alive, minor_version) < 0 ||
+        hs_conn_queue(c, "\r\n", 2) < 0)
+        return -1;
+    if (head_only)
+        return 0;
+    return hs_conn_queue(c, b->data + b->head_len + 2, b->len - b->head_len - 2);
+}
+
+static const char hs_body_not_found[] = "Not Found";
+static const char hs_body_not_allowed[] = "Method Not Allowed";
+
+/* Answer the complete request in c->req. 0, or -1 when nothing could be queued. */
+static int hs_server_answer(hs_server *s, hs_conn *c)
+{
+    const hs_request *r = &c->req;
+    int keep = r->keep_alive && !s->draining;
+    int method = hs_method_index(r->method, r->method_len);
+    int rc;
+    s->stat_requests++;
+    if (method < 0) { /* RFC 9110 15.6.2: a method the server does not implement */
+        hs_server_error(s, c, 501);
+        return 0;
+    }
+    if (r->path_len == 1 && r->path[0] == '*') { /* asterisk-form: OPTIONS only (RFC 9112 3.2.4) */
+        if (method != HS_M_OPTIONS) {
+            hs_server_error(s, c, 400);
+            return 0;
+        }
+        rc = hs_resp_simple(c, s->date, 204, hs_app_allow_all, sizeof(hs_app_allow_all) - 1, NULL, 0, keep,
+                            r->minor_version, 0);
+        goto done;
+    }
+    hs_span params[HS_MAX_PARAMS];
+    int nparams = 0;
+    int node_index = hs_route_lookup(r->path, r->path_len, params, &nparams);
+    if (node_index < 0) {
+        rc = hs_resp_simple(c, s->date, 404, NULL, 0, hs_body_not_found, sizeof(hs_body_not_found) - 1, keep,
+                            r->minor_version, method == HS_M_HEAD);
+        goto done;
+    }
+    const hs_node *node = &hs_app_nodes[node_index];
+    int head_only = method == HS_M_HEAD;
+    int route_index = node->route[method];
+    if (route_index < 0 && head_only) /* RFC 9110 9.3.2: HEAD is GET without content */
+        route_index = node->route[HS_M_GET];
+    if (route_index < 0) {
+        if (method == HS_M_OPTIONS)
+            rc = hs_resp_simple(c, s->date, 204, node->allow, node->allow_len, NULL, 0, keep, r->minor_version, 0);
+        else
+            rc = hs_resp_simple(c, s->date, 405, node->allow, node->allow_len, hs_body_not_allowed,
+                                sizeof(hs_body_not_allowed) - 1, keep, r->minor_version, head_only);
+        goto done;
+    }
+    const hs_route *route = &hs_app_routes[route_index];
+    if (HS_LIKELY(route->kind == HS_ROUTE_STATIC)) {
+        s->stat_static++;
+        rc = hs_server_queue_baked(c, &s->baked[route->baked], keep, r->minor_version, head_only);
+    } else {
+        s->stat_python_calls++;
+        rc = s->dynamic(s, c, method, route, params, nparams, head_only, keep);
+    }
+done:
+    if (!keep)
+        c->flags |= HS_CF_CLOSE_AFTER;
+    return rc;
+}
+
+/* Answer every complete request in rbuf (until close or the output high water). */
+static void hs_server_process(hs_server *s, hs_conn *c, int received)
+{
+    int answered = 0;
+    c->flags &= ~HS_CF_MORE;
+    while (!(c->flags & (HS_CF_CLOSE_AFTER | HS_CF_LINGER))) {
+        if (hs_conn_pending(c) >= HS_SERVER_OUTPUT_HIGH_WATER) {
+            if (c->rbuf.len)
+                c->flags |= HS_CF_MORE;
+            break;
+        }
+        int r = hs_conn_parse(c, &s->lim);
+        if (r == HS_REQ_PARTIAL) {
+            if (c->continue_pending) { /* RFC 9110 10.1.1 */
+                if (hs_conn_queue(c, hs_continue_line, sizeof(hs_continue_line) - 1) < 0)
+                    c->flags |= HS_CF_CLOSE_AFTER;
+                c->continue_pending = 0;
+            }
+            break;
+        }
+        if (r == HS_REQ_ERROR) {
+            hs_server_error(s, c, c->error_status);
+            break;
+        }
+        if (hs_server_answer(s, c) < 0) /* out of memory: give up on this connection */
+            c->flags |= HS_CF_CLOSE_AFTER | HS_CF_ERROR_CLOSE;
+        hs_conn_consume(c);
+        answered = 1;
+    }
+    /* recv_timeout: the head must complete within recv_ms of its first byte; a body in progress
+     * must keep making progress (each received chunk restarts its clock). */
+    if (c->rbuf.len == 0) {
+        c->flags &= ~HS_CF_IN_REQUEST;
+    } else if (!(c->flags & HS_CF_IN_REQUEST) || answered || (received && c->state != HS_CONN_HEAD)) {
+        c->flags |= HS_CF_IN_REQUEST;
+        c->head_started_ms = s->now_ms;
+    }
+}
+
+/* Write what is queued; switch the registration on backpressure transitions; close when due. */
+static void hs_server_flush(hs_server *s, hs_conn *c)
+{
+    if (hs_conn_pending(c)) {
+        size_t before = hs_conn_pending(c);
+        s->stat_writes++;
+        int r = hs_conn_flush(c);
+        if (r == HS_FLUSH_ERROR) {
+            hs_server_close(s, c);
+            return;
+        }
+        if (r == HS_FLUSH_AGAIN) {
+            if (hs_conn_pending(c) < before)
+                c->last_active_ms = s->now_ms;
+            if (!(c->flags & HS_CF_WANT_WRITE)) {
+                if (hs_ev_mod(s->loop, c->fd, HS_EV_WRITE) < 0) {
+                    hs_server_close(s, c);
+                    return;
+                }
+                c->flags |= HS_CF_WANT_WRITE;
+            }
+            return;
+        }
+        c->last_active_ms = s->now_ms;
+    }
+    if (c->flags & HS_CF_WANT_WRITE) {
+        if (hs_ev_mod(s->loop, c->fd, HS_EV_READ) < 0) {
+            hs_server_close(s, c);
+            return;
+        }
+        c->flags &= ~HS_CF_WANT_WRITE;
+    }
+    if ((c->flags & HS_CF_CLOSE_AFTER) && !(c->flags & HS_CF_LINGER)) {
+        int unread = c->rbuf.len > 0 || (c->flags & HS_CF_ERROR_CLOSE);
+        if (!unread || (c->flags & HS_CF_PEER_EOF) || shutdown(c->fd, SHUT_WR) < 0) {
+            hs_server_close(s, c);
+            return;
+        }
+        c->flags |= HS_CF_LINGER;
+        c->rbuf.len = 0;
+        c->head_started_ms = s->now_ms + HS_SERVER_LINGER_MS; /* the linger deadline */
+    }
+}
+
+static void hs_server_on_readable(hs_server *s, hs_conn *c)
+{
+    if (c->flags & HS_CF_LINGER) {
+        char discard[HS_SERVER_DISCARD_CHUNK];
+        ssize_t n = recv(c->fd, discard, sizeof discard, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            hs_server_close(s, c);
+        return;
+    }
+    ssize_t n = hs_conn_recv(c);
+    if (n == HS_RECV_AGAIN)
+        return;
+    if (n == HS_RECV_CLOSED) {
+        c->flags |= HS_CF_PEER_EOF;
+        if (!hs_conn_pending(c)) {
+            hs_server_close(s, c);
+            return;
+        }
+        c->flags |= HS_CF_CLOSE_AFTER; /* finish writing what was asked for, then close */
+        hs_server_flush(s, c);
+        return;
+    }
+    if (n < 0) {
+        hs_server_close(s, c);
+        return;
+    }
+    c->last_active_ms = s->now_ms;
+    hs_server_process(s, c, 1);
+    hs_server_flush(s, c);
+}
+
+static void hs_server_on_writable(hs_server *s, hs_conn *c)
+{
+    hs_server_flush(s, c);
+    if ((c->flags & (HS_CF_ACTIVE | HS_CF_WANT_WRITE | HS_CF_MORE)) == (HS_CF_ACTIVE | HS_CF_MORE)) {
+        hs_server_process(s, c, 0);
+        hs_server_flush(s, c);
+    }
+}
+
+/* Once a second (and when a drain starts): timeouts. */
+static void hs_server_sweep(hs_server *s)
+{
+    int64_t now = s->now_ms;
+    /* A stalled writer gets the longer of the two client timeouts. */
+    int64_t stall_ms = s->keepalive_ms > s->recv_ms ? s->keepalive_ms : s->recv_ms;
+    for (size_t fd = 0; fd < s->conns.size; fd++) {
+        hs_conn *c = s->conns.by_fd[fd];
+        if (!c || !(c->flags & HS_CF_ACTIVE))
+            continue;
+        if (c->flags & HS_CF_LINGER) {
+            if (now >= c->head_started_ms)
+                hs_server_close(s, c);
+            continue;
+        }
+        if (hs_conn_pending(c)) {
+            if (now - c->last_active_ms >= stall_ms)
+                hs_server_close(s, c);
+            continue;
+        }
+        if (c->flags & HS_CF_IN_REQUEST) {
+            if (now - c->head_started_ms >= s->recv_ms) { /* slowloris: 408 and close */
+                hs_server_error(s, c, 408);
+                hs_server_flush(s, c);
+            }
+            continue;
+        }
+        if (s->draining || now - c->last_active_ms >= s->keepalive_ms)
+            hs_server_close(s, c);
+    }
+    if (s->nconns < s->max_connections)
+        hs_server_listen_on(s); /* after an EMFILE pause */
+}
+
+static void hs_server_start_drain(hs_server *s)
+{
+    s->draining = 1;
+    s->drain_deadline_ms = s->now_ms + s->drain_ms;
+    hs_server_listen_off(s);
+    if (s->listen_fd >= 0) {
+        (void)close(s->listen_fd); /* with SO_REUSEPORT, the kernel now sends new clients to other workers */
+        s->listen_fd = -1;
+    }
+    hs_server_sweep(s); /* closes idle keep-alive connections now */
+}
+
+HS_API int hs_server_init(hs_server *s, int listen_fd)
+{
+    memset(s, 0, sizeof *s);
+    s->listen_fd = listen_fd;
+    hs_limits_default(&s->lim);
+    s->max_connections = 10000;
+    s->keepalive_ms = 30 * HS_MS_PER_S;
+    s->recv_ms = 30 * HS_MS_PER_S;
+    s->drain_ms = 5 * HS_MS_PER_S;
+    s->is_epoll = strcmp(hs_ev_backend(), "epoll") == 0;
+    s->loop = hs_ev_create();
+    if (s->loop < 0)
+        return -1;
+    s->date_second = (time_t)-1;
+    s->now_ms = hs_now_ms();
+    (void)hs_server_tick_date(s);
+    return 0;
+}
+
+HS_API int hs_server_run(hs_server *s)
+{
+    hs_event events[HS_SERVER_EVENT_BATCH];
+    s->now_ms = hs_now_ms();
+    (void)hs_server_tick_date(s);
+    hs_server_listen_on(s);
+    if (!s->listening && !s->stop_requested)
+        return -1;
+    for (;;) {
+        if (s->stop_requested && !s->draining)
+            hs_server_start_drain(s);
+        if (s->draining && (s->nconns == 0 || s->now_ms >= s->drain_deadline_ms))
+            break;
+        int n;
+        HS_BLOCKING_BEGIN
+        n = hs_ev_wait(s->loop, events, HS_SERVER_EVENT_BATCH, HS_SERVER_TICK_MS);
+        HS_BLOCKING_END
+        if (n < 0)
+            return -1;
+        s->now_ms = hs_now_ms();
+        s->stat_wakeups++;
+        if (hs_server_tick_date(s))
+            hs_server_sweep(s);
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].fd;
+            if (fd == s->listen_fd) {
+                if (s->listening)
+                    hs_server_accept(s);
+                continue;
+            }
+            hs_conn *c = hs_conns_get(&s->conns, fd, 0);
+            if (!c || !(c->flags & HS_CF_ACTIVE))
+                continue;
+            if (c->flags & HS_CF_WANT_WRITE)
+                hs_server_on_writable(s, c);
+            else if (events[i].flags & (HS_EV_READ | HS_EV_ERROR))
+                hs_server_on_readable(s, c);
+        }
+        if (s->after_wakeup && s->after_wakeup(s))
+            s->stop_requested = 1;
+    }
+    return 0;
+}
+
+HS_API void hs_server_destroy(hs_server *s)
+{
+    s->draining = 1; /* closing connections must not re-register the listening socket */
+    for (size_t fd = 0; fd < s->conns.size; fd++) {
+        hs_conn *c = s->conns.by_fd[fd];
+        if (!c)
+            continue;
+        if (c->flags & HS_CF_ACTIVE)
+            hs_server_close(s, c);
+        hs_conns_drop(&s->conns, (int)fd);
+    }
+    free(s->conns.by_fd);
+    s->conns.by_fd = NULL;
+    s->conns.size = 0;
+    if (s->listen_fd >= 0) {
+        hs_server_listen_off(s);
+        (void)close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    if (s->loop >= 0) {
+        (void)hs_ev_close(s->loop);
+        s->loop = -1;
+    }
+}

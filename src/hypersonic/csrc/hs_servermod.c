@@ -1,0 +1,522 @@
+/*
+ * hs_servermod.c - the extension module of one compiled app: the Python glue
+ * around the C server loop (hs_server.c).
+ *
+ * It is one translation unit: it includes the shared C (parser, connection,
+ * network, event backends), the app's generated tables (hs_app.h, written by
+ * hypersonic._codegen next to this file's copy in the build dir), the router,
+ * the response writer and the loop.
+ *
+ * What it adds to the loop:
+ *  - configure(): the handler table and the Python objects the dynamic path
+ *    needs (Request class, BadRequest, JSON encoder, finalize(), error logger);
+ *  - the dynamic route callback: builds a Request without running Python code
+ *    (allocates the object and stores its slots directly, at offsets looked up
+ *    once), calls the handler with vectorcall, and serialises str/bytes/
+ *    dict/list results in C (Response and tuples through finalize());
+ *  - the wakeup hook: PyErr_CheckSignals() after every wakeup, so Python
+ *    signal handlers (SIGTERM -> _request_stop) run; the GIL is released
+ *    around the blocking wait;
+ *  - serve(fd), request_stop(), stats(), backend().
+ * One server per process (module state is global): a worker serves one app.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include "hs_pymodule.h"
+
+#include "hs_parser.c"
+#include "hs_conn.c"
+#include "hs_net.c"
+#include "hs_event.c"
+
+#include "hs_router.h"
+#include "hs_app.h"
+#include "hs_router.c"
+#include "hs_date.c"
+#include "hs_response.c"
+
+#define HS_BLOCKING_BEGIN Py_BEGIN_ALLOW_THREADS
+#define HS_BLOCKING_END Py_END_ALLOW_THREADS
+#include "hs_server.c"
+
+/* Slots of hypersonic.request.Request that the C fills, in this order. */
+static const char *const hs_request_slots[] = {
+    "method", "path", "query_string", "body", "_head", "_param_names", "_param_values",
+    "_headers", "_query", "_cookies", "_params", "_form",
+};
+enum {
+    HS_SLOT_METHOD, HS_SLOT_PATH, HS_SLOT_QUERY, HS_SLOT_BODY, HS_SLOT_HEAD, HS_SLOT_NAMES, HS_SLOT_VALUES,
+    HS_SLOT_FIRST_CACHE, HS_SLOT_COUNT = 12
+};
+
+static struct {
+    int configured;
+    int running;
+    int stop_early;                 /* request_stop() before serve() */
+    PyObject *handlers;             /* tuple of callables, by handler index */
+    char *takes_request;            /* per handler: 1 = call with the Request */
+    Py_ssize_t nhandlers;
+    PyObject *param_names;          /* tuple of tuples of str, by handler index */
+    PyTypeObject *request_type;
+    Py_ssize_t slot_offset[HS_SLOT_COUNT];
+    PyObject *bad_request;          /* exception class answered 400 */
+    PyObject *json_encode;          /* obj -> str */
+    PyObject *finalize;             /* result -> (status, header block bytes, body bytes) */
+    PyObject *on_error;             /* (exc, status, method, path) -> None: logs */
+    PyObject *method_names[HS_M_COUNT];
+    PyObject *empty_str;
+    PyObject *empty_bytes;
+    PyObject *empty_tuple;
+    PyObject *pending_exc;          /* BaseException to re-raise when serve() returns */
+    int max_connections;
+    hs_limits lim;
+    int64_t keepalive_ms, recv_ms, drain_ms;
+    hs_server server;
+} g;
+
+static const char *const hs_method_text[HS_M_COUNT] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+
+/* ---- the Request ------------------------------------------------------- */
+
+static inline void hs_set_slot(PyObject *obj, int slot, PyObject *value)
+{
+    PyObject **where = (PyObject **)((char *)obj + g.slot_offset[slot]);
+    PyObject *old = *where;
+    *where = value; /* steals the reference */
+    Py_XDECREF(old);
+}
+
+static PyObject *hs_latin1(const char *p, size_t n)
+{
+    if (!n) {
+        Py_INCREF(g.empty_str);
+        return g.empty_str;
+    }
+    return PyUnicode_DecodeLatin1(p, (Py_ssize_t)n, NULL);
+}
+
+static PyObject *hs_build_request(hs_conn *c, int method, const hs_route *route, const hs_span *params, int np)
+{
+    const hs_request *r = &c->req;
+    PyTypeObject *tp = g.request_type;
+    PyObject *req = tp->tp_alloc(tp, 0);
+    if (!req)
+        return NULL;
+    PyObject *path = hs_latin1(r->path, r->path_len);
+    PyObject *query = hs_latin1(r->query, r->query_len);
+    const char *head_start = r->method;
+    const char *head_end = c->rbuf.data + c->head_len;
+    PyObject *head = PyBytes_FromStringAndSize(head_start, (Py_ssize_t)(head_end - head_start));
+    PyObject *body;
+    if (c->body_len) {
+        body = PyBytes_FromStringAndSize(c->body, (Py_ssize_t)c->body_len);
+    } else {
+        Py_INCREF(g.empty_bytes);
+        body = g.empty_bytes;
+    }
+    PyObject *values;
+    if (np) {
+        values = PyTuple_New(np);
+        for (int i = 0; values && i < np; i++) {
+            PyObject *v = hs_latin1(params[i].p, params[i].len);
+            if (!v) {
+                Py_CLEAR(values);
+                break;
+            }
+            PyTuple_SET_ITEM(values, i, v);
+        }
+    } else {
+        Py_INCREF(g.empty_tuple);
+        values = g.empty_tuple;
+    }
+    PyObject *names = PyTuple_GET_ITEM(g.param_names, route->handler);
+    Py_INCREF(names);
+    Py_INCREF(g.method_names[method]);
+    hs_set_slot(req, HS_SLOT_METHOD, g.method_names[method]);
+    hs_set_slot(req, HS_SLOT_PATH, path);
+    hs_set_slot(req, HS_SLOT_QUERY, query);
+    hs_set_slot(req, HS_SLOT_BODY, body);
+    hs_set_slot(req, HS_SLOT_HEAD, head);
+    hs_set_slot(req, HS_SLOT_NAMES, names);
+    hs_set_slot(req, HS_SLOT_VALUES, values);
+    for (int i = HS_SLOT_FIRST_CACHE; i < HS_SLOT_COUNT; i++) {
+        Py_INCREF(Py_None);
+        hs_set_slot(req, i, Py_None);
+    }
+    if (!path || !query || !head || !body || !values) {
+        Py_DECREF(req);
+        return NULL;
+    }
+    return req;
+}
+
+/* ---- results to HTTP ---------------------------------------------------- */
+
+/* The handler raised (or its result could not be serialised): log, answer 500 (400 for BadRequest). */
+static int hs_handler_failed(hs_server *s, hs_conn *c, int method, int head_only, int keep)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value && tb)
+        (void)PyException_SetTraceback(value, tb);
+    int status = 500;
+    if (type && PyErr_GivenExceptionMatches(type, g.bad_request)) {
+        status = 400;
+    } else if (type && !PyErr_GivenExceptionMatches(type, PyExc_Exception)) {
+        /* KeyboardInterrupt, SystemExit: stop serving, re-raise from serve() */
+        if (!g.pending_exc && value) {
+            Py_INCREF(value);
+            g.pending_exc = value;
+        }
+        s->stop_requested = 1;
+        keep = 0;
+    }
+    const hs_request *r = &c->req;
+    PyObject *path = PyUnicode_DecodeLatin1(r->target, (Py_ssize_t)r->target_len, NULL);
+    PyObject *res = NULL;
+    if (path)
+        res = PyObject_CallFunction(g.on_error, "OiOO", value ? value : Py_None, status, g.method_names[method],
+                                    path);
+    if (!res)
+        PyErr_WriteUnraisable(g.on_error);
+    Py_XDECREF(res);
+    Py_XDECREF(path);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (!keep)
+        c->flags |= HS_CF_CLOSE_AFTER;
+    const hs_status_line *sl = &hs_app_status[status - HS_STATUS_MIN];
+    return hs_resp_simple(c, s->date, status, NULL, 0, sl->text + 13, sl->len - 15, keep, c->req.minor_version,
+                          head_only);
+}
+
+static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_only, int keep)
+{
+    const char *block, *body;
+    size_t block_len;
+    Py_ssize_t body_len;
+    long status = 200;
+    PyObject *tmp = NULL;
+    if (PyUnicode_CheckExact(result)) {
+        body = PyUnicode_AsUTF8AndSize(result, &body_len);
+        if (!body)
+            return -2;
+        block = hs_app_text_block;
+        block_len = sizeof(hs_app_text_block) - 1;
+    } else if (PyBytes_CheckExact(result)) {
+        body = PyBytes_AS_STRING(result);
+        body_len = PyBytes_GET_SIZE(result);
+        block = hs_app_text_block;
+        block_len = sizeof(hs_app_text_block) - 1;
+    } else if (PyDict_CheckExact(result) || PyList_CheckExact(result)) {
+        tmp = PyObject_Vectorcall(g.json_encode, &result, 1, NULL);
+        if (!tmp)
+            return -2;
+        if (!PyUnicode_Check(tmp)) {
+            Py_DECREF(tmp);
+            PyErr_SetString(PyExc_TypeError, "JSON encoder did not return str");
+            return -2;
+        }
+        body = PyUnicode_AsUTF8AndSize(tmp, &body_len);
+        if (!body) {
+            Py_DECREF(tmp);
+            return -2;
+        }
+        block = hs_app_json_block;
+        block_len = sizeof(hs_app_json_block) - 1;
+    } else {
+        tmp = PyObject_Vectorcall(g.finalize, &result, 1, NULL);
+        if (!tmp)
+            return -2;
+        if (!PyTuple_Check(tmp) || PyTuple_GET_SIZE(tmp) != 3 || !PyLong_Check(PyTuple_GET_ITEM(tmp, 0)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(tmp, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(tmp, 2))) {
+            Py_DECREF(tmp);
+            PyErr_SetString(PyExc_TypeError, "finalize() must return (int, bytes, bytes)");
+            return -2;
+        }
+        status = PyLong_AsLong(PyTuple_GET_ITEM(tmp, 0));
+        if (status < 200 || status > HS_STATUS_MAX) {
+            Py_DECREF(tmp);
+            PyErr_Format(PyExc_ValueError, "status %ld out of range", status);
+            return -2;
+        }
+        block = PyBytes_AS_STRING(PyTuple_GET_ITEM(tmp, 1));
+        block_len = (size_t)PyBytes_GET_SIZE(PyTuple_GET_ITEM(tmp, 1));
+        body = PyBytes_AS_STRING(PyTuple_GET_ITEM(tmp, 2));
+        body_len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(tmp, 2));
+    }
+    int no_content = status == 204 || status == 304;
+    int rc = 0;
+    if (hs_resp_begin(c, (int)status, s->date) < 0 || hs_conn_queue(c, block, block_len) < 0 ||
+        (!no_content && hs_resp_content_length(c, (size_t)body_len) < 0) ||
+        hs_resp_connection(c, keep, c->req.minor_version) < 0 || hs_conn_queue(c, "\r\n", 2) < 0 ||
+        (!head_only && !no_content && body_len && hs_conn_queue(c, body, (size_t)body_len) < 0))
+        rc = -1;
+    Py_XDECREF(tmp);
+    return rc;
+}
+
+static int hs_dynamic(hs_server *s, hs_conn *c, int method, const hs_route *route, const hs_span *params, int np,
+                      int head_only, int keep)
+{
+    PyObject *handler = PyTuple_GET_ITEM(g.handlers, route->handler);
+    PyObject *result;
+    if (g.takes_request[route->handler]) {
+        PyObject *req = hs_build_request(c, method, route, params, np);
+        if (!req)
+            return hs_handler_failed(s, c, method, head_only, keep);
+        result = PyObject_Vectorcall(handler, &req, 1, NULL);
+        Py_DECREF(req);
+    } else {
+        result = PyObject_Vectorcall(handler, NULL, 0, NULL);
+    }
+    if (!result)
+        return hs_handler_failed(s, c, method, head_only, keep);
+    size_t mark = c->wbuf.len;
+    int rc = hs_write_result(s, c, result, head_only, keep);
+    Py_DECREF(result);
+    if (rc == -2) { /* the result could not be serialised: nothing was queued */
+        c->wbuf.len = mark;
+        return hs_handler_failed(s, c, method, head_only, keep);
+    }
+    return rc;
+}
+
+static int hs_after_wakeup(hs_server *s)
+{
+    (void)s;
+    if (PyErr_CheckSignals() < 0) {
+        /* A signal handler raised (default SIGINT: KeyboardInterrupt): drain, then re-raise. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (value && tb)
+            (void)PyException_SetTraceback(value, tb);
+        if (!g.pending_exc && value) {
+            g.pending_exc = value;
+            value = NULL;
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- module functions ---------------------------------------------------- */
+
+static int hs_slot_offsets(PyTypeObject *tp)
+{
+    for (int i = 0; i < HS_SLOT_COUNT; i++) {
+        PyObject *descr = PyDict_GetItemString(tp->tp_dict, hs_request_slots[i]);
+        if (!descr || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "request_type must define slot %s", hs_request_slots[i]);
+            return -1;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "slot %s of request_type is not an object slot", hs_request_slots[i]);
+            return -1;
+        }
+        g.slot_offset[i] = m->offset;
+    }
+    return 0;
+}
+
+static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    static char *kwlist[] = {"handlers", "takes_request", "param_names", "request_type", "bad_request",
+                             "json_encode", "finalize", "on_error", "max_connections", "max_body",
+                             "keepalive_ms", "recv_ms", "drain_ms", NULL};
+    PyObject *handlers, *takes, *names, *rtype, *bad, *enc, *fin, *onerr;
+    int max_connections;
+    unsigned long long max_body;
+    long long keepalive_ms, recv_ms, drain_ms;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL", kwlist, &PyTuple_Type, &handlers,
+                                     &PyTuple_Type, &takes, &PyTuple_Type, &names, &PyType_Type, &rtype, &bad,
+                                     &enc, &fin, &onerr, &max_connections, &max_body, &keepalive_ms, &recv_ms,
+                                     &drain_ms))
+        return NULL;
+    if (g.running) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() while serving");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(handlers);
+    if (PyTuple_GET_SIZE(takes) != n || PyTuple_GET_SIZE(names) != n) {
+        PyErr_SetString(PyExc_ValueError, "handlers, takes_request and param_names must have the same length");
+        return NULL;
+    }
+    if (max_connections < 1 || keepalive_ms < 1 || recv_ms < 1 || drain_ms < 0) {
+        PyErr_SetString(PyExc_ValueError, "limits must be positive");
+        return NULL;
+    }
+    if (hs_slot_offsets((PyTypeObject *)rtype) < 0)
+        return NULL;
+    char *flags = (char *)PyMem_Malloc(n ? (size_t)n : 1);
+    if (!flags)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int t = PyObject_IsTrue(PyTuple_GET_ITEM(takes, i));
+        if (t < 0) {
+            PyMem_Free(flags);
+            return NULL;
+        }
+        flags[i] = (char)t;
+    }
+    PyMem_Free(g.takes_request);
+    g.takes_request = flags;
+    g.nhandlers = n;
+#define HS_KEEP(field, obj) \
+    do {                    \
+        Py_INCREF(obj);     \
+        Py_XSETREF(field, obj); \
+    } while (0)
+    HS_KEEP(g.handlers, handlers);
+    HS_KEEP(g.param_names, names);
+    HS_KEEP(g.bad_request, bad);
+    HS_KEEP(g.json_encode, enc);
+    HS_KEEP(g.finalize, fin);
+    HS_KEEP(g.on_error, onerr);
+    Py_INCREF(rtype);
+    Py_XSETREF(g.request_type, (PyTypeObject *)rtype);
+#undef HS_KEEP
+    g.max_connections = max_connections;
+    hs_limits_default(&g.lim);
+    g.lim.max_body = (uint64_t)max_body;
+    g.keepalive_ms = keepalive_ms;
+    g.recv_ms = recv_ms;
+    g.drain_ms = drain_ms;
+    g.configured = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "listen_fd must be a non-negative file descriptor");
+        return NULL;
+    }
+    if (!g.configured) {
+        PyErr_SetString(PyExc_RuntimeError, "serve() before configure()");
+        return NULL;
+    }
+    if (g.running) {
+        PyErr_SetString(PyExc_RuntimeError, "this process is already serving");
+        return NULL;
+    }
+    hs_server *s = &g.server;
+    if (hs_server_init(s, (int)fd) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    s->lim = g.lim;
+    s->max_connections = g.max_connections;
+    s->keepalive_ms = g.keepalive_ms;
+    s->recv_ms = g.recv_ms;
+    s->drain_ms = g.drain_ms;
+    s->baked = hs_app_baked;
+    s->nbaked = HS_APP_NUM_BAKED;
+    s->dynamic = hs_dynamic;
+    s->after_wakeup = hs_after_wakeup;
+    if (g.stop_early)
+        s->stop_requested = 1;
+    g.stop_early = 0;
+    g.running = 1;
+    int rc = hs_server_run(s);
+    int saved_errno = errno;
+    hs_server_destroy(s);
+    g.running = 0;
+    if (g.pending_exc) {
+        PyObject *exc = g.pending_exc;
+        g.pending_exc = NULL;
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    if (rc < 0) {
+        errno = saved_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *hs_py_request_stop(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (g.running)
+        hs_server_request_stop(&g.server);
+    else
+        g.stop_early = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *hs_py_stats(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    const hs_server *s = &g.server;
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:i,s:K,s:K,s:K}", "requests", (unsigned long long)s->stat_requests,
+                         "static_responses", (unsigned long long)s->stat_static, "python_calls",
+                         (unsigned long long)s->stat_python_calls, "connections",
+                         (unsigned long long)s->stat_accepted, "open_connections", s->nconns, "errors",
+                         (unsigned long long)s->stat_errors, "wakeups", (unsigned long long)s->stat_wakeups,
+                         "writes", (unsigned long long)s->stat_writes);
+}
+
+static PyObject *hs_py_backend(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(hs_ev_backend());
+}
+
+static PyMethodDef hs_methods[] = {
+    {"configure", (PyCFunction)(void (*)(void))hs_py_configure, METH_VARARGS | METH_KEYWORDS,
+     "configure(handlers, takes_request, param_names, request_type, bad_request, json_encode, finalize, "
+     "on_error, max_connections, max_body, keepalive_ms, recv_ms, drain_ms)"},
+    {"serve", hs_py_serve, METH_O, "serve(listen_fd): run the loop until request_stop() and the drain end."},
+    {"request_stop", hs_py_request_stop, METH_NOARGS, "Stop accepting, finish in-flight requests, return."},
+    {"stats", hs_py_stats, METH_NOARGS, "Counters of the loop (requests, python_calls, connections, ...)."},
+    {"backend", hs_py_backend, METH_NOARGS, "The event backend compiled in."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef hs_module = {
+    PyModuleDef_HEAD_INIT, HS_MODULE_NAME_STR, "Hypersonic compiled app (generated routes + C server loop).", -1,
+    hs_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC HS_PYINIT(void)
+{
+    PyObject *m = PyModule_Create(&hs_module);
+    if (!m)
+        return NULL;
+    for (int i = 0; i < HS_M_COUNT; i++) {
+        if (!g.method_names[i]) {
+            g.method_names[i] = PyUnicode_InternFromString(hs_method_text[i]);
+            if (!g.method_names[i])
+                goto fail;
+        }
+    }
+    if (!g.empty_str && !(g.empty_str = PyUnicode_FromStringAndSize(NULL, 0)))
+        goto fail;
+    if (!g.empty_bytes && !(g.empty_bytes = PyBytes_FromStringAndSize(NULL, 0)))
+        goto fail;
+    if (!g.empty_tuple && !(g.empty_tuple = PyTuple_New(0)))
+        goto fail;
+    if (PyModule_AddIntConstant(m, "NUM_BAKED", HS_APP_NUM_BAKED) < 0)
+        goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

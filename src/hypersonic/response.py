@@ -1,0 +1,185 @@
+"""What a handler returns, and how every accepted return value becomes HTTP.
+
+A handler (static or dynamic) may return:
+
+* ``str`` -> 200, ``text/plain; charset=utf-8``, the text UTF-8 encoded;
+* ``bytes`` (or ``bytearray``/``memoryview``) -> 200, ``text/plain; charset=utf-8``;
+* ``dict`` or ``list`` -> 200, ``application/json`` (compact, UTF-8);
+* :class:`Response` -> its status, headers, body and content type;
+* a tuple ``(status, headers, body)`` -> like ``Response(body, status, headers)``.
+
+The C loop serialises ``str``/``bytes``/``dict``/``list`` itself (the fast
+path); :class:`Response` and tuples go through :func:`finalize`, which is also
+what ``compile()`` uses to bake static routes, so both paths agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ._status import MAX_STATUS, MIN_STATUS, status_has_no_body
+
+__all__ = ["Response", "HeadersArg", "finalize", "encode_json", "TEXT_PLAIN", "APPLICATION_JSON"]
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+APPLICATION_JSON = "application/json"
+
+#: Header argument forms: a mapping, or an iterable of (name, value) pairs
+#: (pairs allow a repeated field such as Set-Cookie).
+HeadersArg = Union[Mapping[str, Any], Iterable[Tuple[str, Any]], None]
+
+# RFC 9110 5.1: field-name = token; 5.5: field-value has no CR, LF or NUL.
+_TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+# Fields the server owns: a handler cannot set them (Content-Length is always
+# computed from the body; the server does not use transfer codings in responses).
+_SERVER_OWNED = frozenset({"content-length", "transfer-encoding"})
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON, the encoding used for dict/list results."""
+    return _json_encoder.encode(value).encode("utf-8")
+
+
+def _normalize_headers(headers: HeadersArg) -> List[Tuple[str, str]]:
+    if headers is None:
+        return []
+    if isinstance(headers, Mapping):
+        items: Iterable[Any] = headers.items()
+    elif isinstance(headers, (str, bytes)):
+        raise TypeError("headers must be a mapping or an iterable of (name, value) pairs, not a string")
+    else:
+        items = headers
+    out: List[Tuple[str, str]] = []
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError(
+            f"headers must be a mapping or an iterable of (name, value) pairs, not {type(headers).__name__}"
+        ) from None
+    for item in iterator:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"headers: each item must be a (name, value) pair, got {item!r}") from None
+        if not isinstance(name, str) or not _TOKEN_RE.match(name):
+            raise ValueError(f"headers: invalid field name {name!r} (must be an RFC 9110 token)")
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        elif not isinstance(value, str):
+            value = str(value)
+        if _BAD_VALUE_RE.search(value):
+            raise ValueError(f"headers: value of {name!r} contains CR, LF or another control character")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"headers: value of {name!r} is not ISO-8859-1 text (RFC 9110 5.5)") from None
+        out.append((name, value.strip(" \t")))
+    return out
+
+
+class Response:
+    """An explicit response: ``Response(body, status=200, headers=None, content_type=None)``.
+
+    body: ``str`` (UTF-8), ``bytes``, ``dict``/``list`` (JSON) or ``None`` (empty).
+    status: an int from 200 to 599.
+    headers: a mapping or an iterable of ``(name, value)`` pairs; names are RFC
+        9110 tokens and values may not contain CR/LF. A header named like a
+        security header replaces it. ``Content-Length`` is always computed.
+    content_type: overrides the type implied by ``body``.
+    """
+
+    __slots__ = ("body", "status", "headers", "content_type")
+
+    def __init__(
+        self,
+        body: Any = None,
+        status: int = 200,
+        headers: HeadersArg = None,
+        content_type: Optional[str] = None,
+    ) -> None:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError(f"status must be an int, not {type(status).__name__}")
+        if not MIN_STATUS <= status <= MAX_STATUS:
+            raise ValueError(f"status must be between {MIN_STATUS} and {MAX_STATUS}, got {status}")
+        if content_type is not None:
+            if not isinstance(content_type, str):
+                raise TypeError(f"content_type must be a str, not {type(content_type).__name__}")
+            if _BAD_VALUE_RE.search(content_type):
+                raise ValueError("content_type contains CR, LF or another control character")
+        if not isinstance(body, (str, bytes, bytearray, memoryview, dict, list, type(None))):
+            raise TypeError(f"body must be str, bytes, dict, list or None, not {type(body).__name__}")
+        self.body = body
+        self.status = status
+        self.headers: List[Tuple[str, str]] = _normalize_headers(headers)
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, content_type={self.content_type!r}, headers={self.headers!r})"
+
+
+def _body_bytes(body: Any) -> Tuple[bytes, Optional[str]]:
+    """(encoded body, implied content type) for a body value."""
+    if isinstance(body, str):
+        return body.encode("utf-8"), TEXT_PLAIN
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return bytes(body), TEXT_PLAIN
+    if isinstance(body, (dict, list)):
+        return encode_json(body), APPLICATION_JSON
+    if body is None:
+        return b"", None
+    raise TypeError(f"body must be str, bytes, dict, list or None, not {type(body).__name__}")
+
+
+def coerce(result: Any) -> Response:
+    """Turn any accepted handler result into a :class:`Response`.
+
+    Raises TypeError (unsupported type, including ``None``) or ValueError
+    (bad status or headers) with a message saying what was wrong.
+    """
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, tuple):
+        if len(result) != 3:
+            raise TypeError(f"a tuple result must be (status, headers, body), got a tuple of {len(result)}")
+        status, headers, body = result
+        return Response(body, status=status, headers=headers)
+    if result is None:
+        raise TypeError("handler returned None; return str, bytes, dict, list, Response or (status, headers, body)")
+    if isinstance(result, (str, bytes, bytearray, memoryview, dict, list)):
+        return Response(result)
+    raise TypeError(
+        f"handler returned {type(result).__name__}; return str, bytes, dict, list, Response "
+        "or (status, headers, body)"
+    )
+
+
+def finalize(result: Any, security_headers: Sequence[Tuple[str, str]]) -> Tuple[int, bytes, bytes]:
+    """Serialise a handler result to ``(status, header_block, body)``.
+
+    header_block holds every field line (each ending CRLF) except ``Date``,
+    ``Content-Length`` and ``Connection``, which the server adds: Content-Type,
+    then the security headers not overridden by the handler, then the
+    handler's headers. body is empty for 204 and 304.
+    """
+    response = coerce(result)
+    body, implied_type = _body_bytes(response.body)
+    content_type = response.content_type if response.content_type is not None else implied_type
+    user = [(n, v) for n, v in response.headers if n.lower() not in _SERVER_OWNED]
+    user_names = {n.lower() for n, _ in user}
+    lines: List[str] = []
+    if content_type is not None and "content-type" not in user_names:
+        lines.append(f"Content-Type: {content_type}\r\n")
+    for name, value in security_headers:
+        if name.lower() not in user_names:
+            lines.append(f"{name}: {value}\r\n")
+    for name, value in user:
+        lines.append(f"{name}: {value}\r\n")
+    if status_has_no_body(response.status):
+        body = b""
+    return response.status, "".join(lines).encode("latin-1"), body
