@@ -18,6 +18,7 @@
  */
 #include "hs_parser.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* ---- limits of the chunked decoder (named, documented in RELIABILITY.md) -- */
@@ -101,48 +102,85 @@ static inline uint64_t hs_load_word(const unsigned char *p)
 #define HS_SWAR_HAS_BYTE(w, b) HS_SWAR_HAS_LESS((w) ^ (HS_SWAR_ONES * (b)), 1)
 
 /*
- * Advance over request-target bytes (0x21..0x7E) and return the first other
- * byte's position, or end.
+ * Position of the first flagged byte of a nonzero SWAR mask. The masks above
+ * are exact for their lowest flagged byte (a borrow or carry only runs
+ * upwards from a byte that is itself flagged), so on a little-endian machine
+ * the count of trailing zero bits locates it; elsewhere the caller rescans
+ * the word with the table.
  */
-static inline const unsigned char *hs_scan_target(const unsigned char *p,
-                                                  const unsigned char *end)
-{
-    for (;;) {
-        while ((size_t)(end - p) >= HS_WORD_BYTES) {
-            uint64_t w = hs_load_word(p);
-            if (HS_SWAR_HAS_LESS(w, 0x21) | HS_SWAR_HAS_MORE(w, 0x7E))
-                break;
-            p += HS_WORD_BYTES;
-        }
-        const unsigned char *stop = ((size_t)(end - p) >= HS_WORD_BYTES) ? p + HS_WORD_BYTES : end;
-        while (p < stop && HS_IS(*p, HS_C_TARGET))
-            p++;
-        if (p < stop || p == end)
-            return p;
-    }
-}
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define HS_SWAR_EXACT 1
+#define HS_SWAR_FIRST(mask) ((size_t)__builtin_ctzll(mask) / 8)
+#else
+#define HS_SWAR_EXACT 0
+#endif
+
+/* Bytes of w that end a request-target run: not 0x21..0x7E. */
+#define HS_TARGET_STOPS(w) (HS_SWAR_HAS_LESS(w, 0x21) | HS_SWAR_HAS_MORE(w, 0x7E))
+/* Bytes of w that end a field-value run: any CTL (HTAB included: rare, it is
+ * re-checked with the table) and DEL. */
+#define HS_VALUE_STOPS(w) (HS_SWAR_HAS_LESS(w, 0x20) | HS_SWAR_HAS_BYTE(w, 0x7F))
 
 /*
- * Advance over field-value bytes (HTAB, SP, VCHAR, obs-text) and return the
- * first other byte's position (CR, LF, another CTL, NUL or DEL), or end.
+ * Advance over bytes of class cls, eight at a time while the SWAR test
+ * `stops` finds none, and return the first byte outside cls, or end.
  */
-static inline const unsigned char *hs_scan_value(const unsigned char *p,
+#define HS_DEFINE_SCANNER(fn, STOPS, cls)                                                \
+    static inline const unsigned char *fn(const unsigned char *p, const unsigned char *end) \
+    {                                                                                  \
+        for (;;) {                                                                     \
+            uint64_t mask = 0;                                                         \
+            while ((size_t)(end - p) >= HS_WORD_BYTES) {                               \
+                mask = STOPS(hs_load_word(p));                                         \
+                if (mask)                                                              \
+                    break;                                                             \
+                p += HS_WORD_BYTES;                                                    \
+            }                                                                          \
+            if (HS_SWAR_EXACT && mask) {                                               \
+                p += HS_SWAR_FIRST_OR_0(mask);                                         \
+                if (!HS_IS(*p, cls))                                                   \
+                    return p;                                                          \
+                p++; /* a stop byte that belongs to cls (HTAB in a value) */           \
+                continue;                                                              \
+            }                                                                          \
+            const unsigned char *stop = ((size_t)(end - p) >= HS_WORD_BYTES) ? p + HS_WORD_BYTES : end; \
+            while (p < stop && HS_IS(*p, cls))                                         \
+                p++;                                                                   \
+            if (p < stop || p == end)                                                  \
+                return p;                                                              \
+        }                                                                              \
+    }
+
+#if HS_SWAR_EXACT
+#define HS_SWAR_FIRST_OR_0(mask) HS_SWAR_FIRST(mask)
+#else
+#define HS_SWAR_FIRST_OR_0(mask) ((size_t)0 * (size_t)(mask))
+#endif
+
+/* request-target bytes (0x21..0x7E) */
+HS_DEFINE_SCANNER(hs_scan_target, HS_TARGET_STOPS, HS_C_TARGET)
+/* field-value bytes (HTAB, SP, VCHAR, obs-text); stops at CR, LF, other CTLs,
+ * NUL and DEL */
+HS_DEFINE_SCANNER(hs_scan_value, HS_VALUE_STOPS, HS_C_VALUE)
+
+/* Advance over tchar bytes (field names), four per step with one bound check. */
+static inline const unsigned char *hs_scan_token(const unsigned char *p,
                                                  const unsigned char *end)
 {
-    for (;;) {
-        while ((size_t)(end - p) >= HS_WORD_BYTES) {
-            uint64_t w = hs_load_word(p);
-            /* any CTL (HTAB included: rare, handled below) or DEL stops it */
-            if (HS_SWAR_HAS_LESS(w, 0x20) | HS_SWAR_HAS_BYTE(w, 0x7F))
-                break;
-            p += HS_WORD_BYTES;
-        }
-        const unsigned char *stop = ((size_t)(end - p) >= HS_WORD_BYTES) ? p + HS_WORD_BYTES : end;
-        while (p < stop && HS_IS(*p, HS_C_VALUE))
-            p++;
-        if (p < stop || p == end)
+    while ((size_t)(end - p) >= 4) {
+        if (!HS_IS(p[0], HS_C_TCHAR))
             return p;
+        if (!HS_IS(p[1], HS_C_TCHAR))
+            return p + 1;
+        if (!HS_IS(p[2], HS_C_TCHAR))
+            return p + 2;
+        if (!HS_IS(p[3], HS_C_TCHAR))
+            return p + 3;
+        p += 4;
     }
+    while (p < end && HS_IS(*p, HS_C_TCHAR))
+        p++;
+    return p;
 }
 
 static inline unsigned char hs_lower(unsigned char c)
@@ -437,7 +475,7 @@ static int hs_ran_out(size_t len, size_t max_head, int *status)
         *status = (code);                                                              \
         return HS_PARSE_ERROR;                                                         \
     } while (0)
-#define HS_RAN_OUT() return hs_ran_out(len, lim->max_head, status)
+#define HS_RAN_OUT() return hs_ran_out(len, max_head, status)
 
 /* Length of "HTTP/d.d" (RFC 9112 2.3) */
 #define HS_VERSION_LEN 8
@@ -449,16 +487,18 @@ HS_API int hs_parse_request(const char *buf, size_t len, const hs_limits *lim,
     hs_fields fields;
     const unsigned char *start = (const unsigned char *)buf;
     const unsigned char *p, *end, *mark;
-    size_t max_headers, num_headers = 0;
+    size_t max_head, max_headers, num_headers = 0;
     int rc;
 
     if (lim == NULL) {
         hs_limits_default(&defaults);
         lim = &defaults;
     }
-    /* Bytes past max_head are never looked at: the head must end before. */
+    /* Bytes past max_head are never looked at: the head must end before.
+     * (max_head is capped so that the returned length fits in an int.) */
+    max_head = lim->max_head < (size_t)INT_MAX ? lim->max_head : (size_t)INT_MAX;
     p = start;
-    end = start + (len < lim->max_head ? len : lim->max_head);
+    end = start + (len < max_head ? len : max_head);
     max_headers = lim->max_headers < HS_MAX_HEADERS ? lim->max_headers : HS_MAX_HEADERS;
 
     /* RFC 9112 2.2: a server SHOULD ignore at least one empty line (CRLF)
@@ -554,8 +594,7 @@ HS_API int hs_parse_request(const char *buf, size_t len, const hs_limits *lim,
         if (HS_UNLIKELY(num_headers == max_headers))
             HS_FAIL(431);
         name = p;
-        while (p < end && HS_IS(*p, HS_C_TCHAR))
-            p++;
+        p = hs_scan_token(p, end);
         if (HS_UNLIKELY(p == end))
             HS_RAN_OUT();
         /* field-name = token (RFC 9110 5.1); no whitespace is allowed between
