@@ -1,6 +1,6 @@
 """Command line of the JIT: ``python -m hypersonic.jit {prebuild,info}``.
 
-``prebuild [--cache-dir DIR] [--target NAME ...]`` fills a cache ahead of time,
+``prebuild [--cache-dir DIR] [--target NAME ...] [--app MODULE:ATTR ...]`` fills a cache ahead of time,
 for read-only deployments and hosts without a C compiler: it builds every
 selected target into DIR (default: ``$HYPERSONIC_CACHE_DIR``, else each
 target's default directory in the current directory) and prints one line per
@@ -12,10 +12,13 @@ compiler uses a prebuilt module built from the same source, Python and flags.
 ``info`` prints the compiler that would be used, the Python headers, the flags
 and the cache directories, or why native code cannot be built.
 
+``prebuild --app module:attr`` also compiles that Hypersonic app's server
+module (its static handlers run, as at ``app.compile()``); run it from the
+directory the app is imported from.
+
 Extension point: :data:`PREBUILD_TARGETS` maps a target name to a function
 ``build(cache_dir: Optional[Path]) -> None`` that loads its modules through
-:func:`hypersonic.jit.load_extension`; anything it loads is reported. The
-server's compiled apps (``--app module:app``) are meant to be added there.
+:func:`hypersonic.jit.load_extension`; anything it loads is reported.
 """
 
 from __future__ import annotations
@@ -37,16 +40,43 @@ SOCKET_DEFAULT_CACHE_NAME = "_hypersonic_socket_cache"
 SERVER_DEFAULT_CACHE_NAME = "_hypersonic_cache"
 
 
-def _prebuild_socket(cache_dir: Optional[Path]) -> None:
-    """The socket ops module (hypersonic.socket compiles it on import, then idempotently here)."""
+def _use_cache_dir(cache_dir: Optional[Path]) -> None:
+    # Modules compiled on import (hypersonic.socket) or by an app built with cache_dir=None
+    # follow $HYPERSONIC_CACHE_DIR: make every build of this process land in cache_dir.
     if cache_dir is not None:
-        # hypersonic.socket compiles on import: make that first compile land in cache_dir too.
-        os.environ["HYPERSONIC_CACHE_DIR"] = str(cache_dir)
+        os.environ[CACHE_DIR_ENV] = str(cache_dir)
+
+
+def _prebuild_socket(cache_dir: Optional[Path]) -> None:
+    """The socket ops module as selected by the environment (compile_socket_ops), then every
+    other native event backend of this machine, so HYPERSONIC_EVENT_BACKEND can be changed
+    at deployment without a compiler."""
+    _use_cache_dir(cache_dir)
     socket_module = importlib.import_module("hypersonic.socket")
     socket_module.compile_socket_ops(cache_dir=None if cache_dir is None else str(cache_dir))
+    for backend in getattr(socket_module, "available_backends", lambda: ())():
+        if backend != "reference":
+            socket_module.load(backend, cache_dir=None if cache_dir is None else str(cache_dir))
 
 
-#: Targets built by ``prebuild``, in order. Add the server's apps here (see module docstring).
+def _app_target(spec: str) -> PrebuildTarget:
+    """A target compiling the Hypersonic app at ``module:attribute`` (imported from the current dir)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise argparse.ArgumentTypeError(f"--app must look like module:attribute, not {spec!r}")
+
+    def build(cache_dir: Optional[Path]) -> None:
+        _use_cache_dir(cache_dir)
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        app = getattr(importlib.import_module(module_name), attribute)
+        if not getattr(app, "compiled", False):  # an app module may compile at import
+            app.compile()
+
+    return build
+
+
+#: Targets built by ``prebuild`` (default: all of these), in order. ``--app`` adds more.
 PREBUILD_TARGETS: Dict[str, PrebuildTarget] = {"socket": _prebuild_socket}
 
 
@@ -56,11 +86,12 @@ def _prebuild(args: argparse.Namespace) -> int:
         print("note: HYPERSONIC_JIT=0 ignored: prebuild builds the native modules", file=sys.stderr)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-    targets = args.target or list(PREBUILD_TARGETS)
-    for target in targets:
+    targets: Dict[str, PrebuildTarget] = {name: PREBUILD_TARGETS[name] for name in args.target or PREBUILD_TARGETS}
+    targets.update({f"app {spec}": _app_target(spec) for spec in args.app or ()})
+    for target, build in targets.items():
         seen = len(loaded_history())
         try:
-            PREBUILD_TARGETS[target](cache_dir)
+            build(cache_dir)
         except (CompilerNotFound, CompileError, ImportError, OSError) as exc:
             print(f"prebuild of {target!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
@@ -95,6 +126,11 @@ def _info(args: argparse.Namespace) -> int:
     return status
 
 
+def _checked_app_spec(spec: str) -> str:
+    _app_target(spec)  # raises ArgumentTypeError for a malformed spec
+    return spec
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``python -m hypersonic.jit``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m hypersonic.jit", description=__doc__.split("\n\n")[0])
@@ -103,6 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     pre.add_argument("--cache-dir", help="cache root to fill (default: $HYPERSONIC_CACHE_DIR, else ./<default>)")
     pre.add_argument("--target", action="append", choices=sorted(PREBUILD_TARGETS),
                      help="what to build (repeatable; default: all)")
+    pre.add_argument("--app", action="append", metavar="MODULE:ATTR", type=_checked_app_spec,
+                     help="also compile this Hypersonic app (as the `hypersonic` CLI names it; repeatable)")
     pre.set_defaults(func=_prebuild)
     info = sub.add_parser("info", help="show the compiler, flags and cache dirs that would be used")
     info.set_defaults(func=_info)
