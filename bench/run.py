@@ -95,9 +95,12 @@ class Scenario:
     expected_content_type: str = "text/plain"
     pipeline_depth: int = 1
     connection_close: bool = False
+    expected_body: bytes = b""  # when set, the exact body expected (else derived from the path)
 
     def expected_body_ok(self, body: bytes) -> bool:
         """True when ``body`` is the answer this scenario expects."""
+        if self.expected_body:
+            return body == self.expected_body
         if self.path == "/json":
             try:
                 return json.loads(body) == HELLO_JSON
