@@ -66,14 +66,14 @@ static const request_case request_cases[] = {
     BAD("DEL in target", "GET /a\x7f HTTP/1.1\r\n" H11 "\r\n", 400),
     BAD("obs-text in target", "GET /caf\xc3\xa9 HTTP/1.1\r\n" H11 "\r\n", 400),
     BAD("CTL in target", "GET /a\x01 HTTP/1.1\r\n" H11 "\r\n", 400),
-    /* --- versions (RFC 9112 2.3, RFC 9110 2.5) ------------------------- */
+    /* --- versions (RFC 9112 2.3, RFC 9110 15.6.6) ---------------------- */
     BAD("HTTP/2.0 is 505", "GET / HTTP/2.0\r\n" H11 "\r\n", 505),
     BAD("HTTP/0.9 is 505", "GET / HTTP/0.9\r\n\r\n", 505),
     BAD("HTTP/3.1 is 505", "GET / HTTP/3.1\r\n" H11 "\r\n", 505),
     BAD("h2 prior-knowledge preface is 505", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
-    GOOD("HTTP/1.2 processed as 1.1", "GET / HTTP/1.2\r\n" H11 "\r\n", "GET", "/", "-", 1, 1, 0, -1, 0),
-    GOOD("HTTP/1.9 processed as 1.1", "GET / HTTP/1.9\r\n" H11 "\r\n", "GET", "/", "-", 1, 1, 0, -1, 0),
-    BAD("HTTP/1.2 still needs Host", "GET / HTTP/1.2\r\n\r\n", 400),
+    BAD("HTTP/1.2 is 505 (deliberate, see hs_parser.c)", "GET / HTTP/1.2\r\n" H11 "\r\n", 505),
+    BAD("HTTP/1.9 is 505", "GET / HTTP/1.9\r\n" H11 "\r\n", 505),
+    BAD("HTTP/1.2 is 505 before Host rules", "GET / HTTP/1.2\r\n\r\n", 505),
     BAD("lowercase http", "GET / http/1.1\r\n" H11 "\r\n", 400),
     BAD("two-digit minor", "GET / HTTP/1.10\r\n" H11 "\r\n", 400),
     BAD("no dot", "GET / HTTP/11\r\n" H11 "\r\n", 400),
@@ -165,8 +165,6 @@ static const request_case request_cases[] = {
          NULL, 1, 0, 0, -1, 0),
     GOOD("closed is not close", "GET / HTTP/1.1\r\n" H11 "Connection: closed, x-close\r\n\r\n", NULL, NULL,
          NULL, 1, 1, 0, -1, 0),
-    GOOD("1.2 behaves as 1.1 for keep-alive", "GET / HTTP/1.2\r\n" H11 "\r\n", NULL, NULL, NULL, 1, 1, 0,
-         -1, 0),
     /* --- Content-Length (RFC 9110 8.6, RFC 9112 6.3) -------------------- */
     GOOD("Content-Length 5", "POST / HTTP/1.1\r\n" H11 "Content-Length: 5\r\n\r\n", NULL, NULL, NULL, 1, 1,
          0, 5, 0),

@@ -562,13 +562,17 @@ HS_API int hs_parse_request(const char *buf, size_t len, const hs_limits *lim,
         }
         if (HS_UNLIKELY(avail < want))
             HS_RAN_OUT();
-        /* RFC 9110 2.5 / 6.2: only major version 1 is implemented (505
-         * otherwise); a higher 1.x minor is processed as 1.1, the highest
-         * minor we conform to (RFC 9110 2.5, "SHOULD process the message as
-         * if it were in the highest minor version ... within that major"). */
-        if (HS_UNLIKELY(p[5] != '1'))
+        /* Only HTTP/1.0 and HTTP/1.1 are served; any other well-formed
+         * version is 505 (RFC 9110 15.6.6: the server "does not support, or
+         * refuses to support" it). That includes HTTP/1.2..1.9: RFC 9110 2.5
+         * says a recipient SHOULD process an unknown 1.x minor as 1.1; we
+         * deliberately refuse instead (no real client sends one, and a
+         * version we have not seen is one we do not guess about). This is
+         * the contract in hs_parser.h that the socket layer and the
+         * smuggling suite are written against. */
+        if (HS_UNLIKELY(p[5] != '1' || (p[7] != '0' && p[7] != '1')))
             HS_FAIL(505);
-        req->minor_version = p[7] == '0' ? 0 : 1;
+        req->minor_version = p[7] - '0';
         p += want;
     }
 

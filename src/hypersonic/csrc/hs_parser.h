@@ -18,9 +18,9 @@
  *    taken from it; an empty path reads as "/"); anything else (authority-form
  *    included) is 400; bytes other than VCHAR are 400; longer than
  *    lim->max_uri is 414 (also while still partial);
- *  - version "HTTP/1.0" or "HTTP/1.1"; "HTTP/1.d" with d >= 2 is processed as
- *    HTTP/1.1 (RFC 9110 2.5, minor_version = 1); any other well-formed
- *    "HTTP/d.d" (0.9, 2.0, ...) is 505; anything else 400;
+ *  - version "HTTP/1.0" or "HTTP/1.1"; any other well-formed "HTTP/d.d" is 505
+ *    (HTTP/1.2 included: a deliberate choice against RFC 9110 2.5's SHOULD,
+ *    see hs_parser.c); anything else ("http/1.1", "HTTP/1.10") 400;
  *  - header names are tokens followed directly by ':' (whitespace before the
  *    colon is 400); values may contain HTAB, SP, VCHAR, obs-text, never CTLs
  *    or NUL; obs-fold (a line starting with SP/HTAB) is 400; leading and
