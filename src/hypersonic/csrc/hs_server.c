@@ -413,6 +413,7 @@ HS_API int hs_server_run(hs_server *s)
 {
     hs_event events[HS_SERVER_EVENT_BATCH];
     s->now_ms = hs_now_ms();
+    s->date_second = (time_t)-1; /* patch the baked responses now that s->baked is set */
     (void)hs_server_tick_date(s);
     hs_server_listen_on(s);
     if (!s->listening && !s->stop_requested)
