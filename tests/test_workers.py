@@ -63,7 +63,7 @@ class StandInApp:
     def _serve_worker(self, listen_fd):
         if self.crash:
             raise RuntimeError("stand-in worker crashes on purpose")
-        listener = socket.socket(fileno=os.dup(listen_fd))
+        listener = socket.socket(fileno=listen_fd)  # owns the fd, as the real loop does
         listener.setblocking(False)
         with selectors.DefaultSelector() as sel:
             sel.register(listener, selectors.EVENT_READ)

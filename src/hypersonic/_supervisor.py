@@ -56,6 +56,7 @@ __all__ = [
     "resolve_listen_address",
     "serve",
     "serve_in_process",
+    "startup_message",
 ]
 
 log = logging.getLogger("hypersonic.supervisor")
@@ -258,6 +259,26 @@ def _check_workers(workers: object) -> int:
     return workers
 
 
+def startup_message(app: object, address: ListenAddress, workers: int) -> str:
+    """The one startup line: URL, workers, event backend, static/dynamic route counts.
+
+    Same wording as ``Hypersonic.run()`` uses for ``workers=1``.
+    """
+    backend = "?"
+    backend_of = getattr(app, "backend", None)
+    if callable(backend_of):
+        try:
+            backend = str(backend_of())
+        except (RuntimeError, AttributeError):
+            pass
+    static = dynamic = 0
+    counts = getattr(app, "route_counts", None)
+    if callable(counts):
+        static, dynamic = counts()
+    return (f"hypersonic serving on {address.url} (workers={workers}, backend={backend}, "
+            f"routes: {static} static, {dynamic} dynamic)")
+
+
 # --------------------------------------------------------------------------- worker side
 
 
@@ -312,8 +333,7 @@ def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: 
         _write_status(status_fd, _STATUS_READY)
         os.close(status_fd)
         log.debug("worker %d (pid %d) serving on %s", index, os.getpid(), address.url)
-        app._serve_worker(listener.fileno())
-        listener.close()
+        app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
         code = EXIT_OK
     except BaseException:  # noqa: B036 - a worker must end in os._exit whatever happens
         log.exception("worker %d (pid %d) crashed", index, os.getpid())
@@ -644,6 +664,7 @@ def serve(app: WorkerApp, host: Optional[str] = "0.0.0.0", port: int = 8080, wor
     _ensure_compiled(app)
     if on_ready is not None:
         on_ready(address)
+    log.info("%s", startup_message(app, address, workers))
     log.debug("supervisor pid %d forking %d worker(s) on %s", os.getpid(), workers, address.url)
     _Supervisor(app, address, workers, backlog).run()
 
@@ -662,13 +683,15 @@ def serve_in_process(app: WorkerApp, host: Optional[str] = "0.0.0.0", port: int 
     try:
         if on_ready is not None:
             on_ready(address)
-        previous = _install_stop_handlers(app)
-        try:
-            app._serve_worker(listener.fileno())
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-    finally:
+        log.info("%s", startup_message(app, address, 1))
+    except BaseException:
         listener.close()
+        raise
+    previous = _install_stop_handlers(app)
+    try:
+        app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 

@@ -24,7 +24,6 @@ import inspect
 import logging
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -129,7 +128,7 @@ def build_parser(with_app_argument: bool = True, prog: Optional[str] = None) -> 
     constructor_defaults = _constructor_defaults()
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve a Hypersonic app. Every option can also be set through the "
+        description="Serve a Hypersonic app. Every option can also be set through the\n"
                     "environment variable shown with it; a flag wins over the variable.",
         epilog="Examples: hypersonic examples.app:app --port 8080 --workers 4\n"
                "          HYPERSONIC_PORT=9000 python -m hypersonic myproject.web:app",
@@ -282,9 +281,12 @@ def _is_compiled(app: Any) -> bool:
 def apply_app_options(app: Any, given: Dict[str, Any]) -> None:
     """Set the constructor options given on the command line onto ``app``.
 
-    Raises :class:`AppImportError` if the app is already compiled and an option
-    given would have to be baked in (the app module should not call compile()
-    itself then, or should pass the option to ``Hypersonic(...)``).
+    The values are validated by the constructor itself (a throwaway
+    ``Hypersonic(...)`` built from the app's settings with the given ones over
+    them), so a bad value fails with the constructor's message naming the
+    argument. ``--no-security-headers`` drops the default security headers and
+    keeps those the app set itself. Raises :class:`AppImportError` if the app is
+    already compiled and a given option differs (its value is baked in by then).
     """
     settings: Dict[str, Any] = {}
     for name, value in given.items():
@@ -295,19 +297,29 @@ def apply_app_options(app: Any, given: Dict[str, Any]) -> None:
         settings[keyword] = (not value) if option.negate else value
     if not settings:
         return
-    configure = getattr(app, "configure", None)
-    if callable(configure):
-        configure(**settings)
-        return
     if _is_compiled(app):
         changed = sorted(k for k, v in settings.items() if getattr(app, k, object()) != v)
         if changed:
-            raise AppImportError("the app module already called compile(); options "
-                                 + ", ".join(changed) + " cannot change afterwards. Leave "
-                                 "compile() to the hypersonic command or pass them to Hypersonic(...)")
+            raise AppImportError("the app module already called compile(), so "
+                                 + ", ".join(changed) + " can no longer change. Leave compile() "
+                                 "to the hypersonic command, or pass the values to Hypersonic(...)")
         return
-    for keyword, value in settings.items():
-        setattr(app, keyword, value)
+    from .app import DEFAULT_SECURITY_HEADERS, Hypersonic
+
+    keywords = [name for name in inspect.signature(Hypersonic.__init__).parameters
+                if name not in ("self", "security_headers")]
+    arguments = {name: getattr(app, name) for name in keywords if hasattr(app, name)}
+    arguments.update(settings)
+    own_headers: Dict[str, Optional[str]] = {}
+    if "enable_security_headers" in settings:
+        defaults = {(name.lower(), value) for name, value in DEFAULT_SECURITY_HEADERS}
+        own_headers = {name: value for name, value in getattr(app, "security_headers", [])
+                       if (name.lower(), value) not in defaults}
+    validated = Hypersonic(security_headers=own_headers, **arguments)
+    for keyword in settings:
+        setattr(app, keyword, getattr(validated, keyword))
+    if "enable_security_headers" in settings:
+        app.security_headers = validated.security_headers
 
 
 def _setup_logging(level_name: str) -> None:
@@ -323,14 +335,20 @@ def _serve(app: Any, given: Dict[str, Any]) -> int:
     """Compile if needed, run until stopped; returns the exit status."""
     from ._supervisor import ServerStartupError
 
+    from .jit import CompileError, CompilerNotFound
+
     run_kwargs = {name: given.get(name, default) for name, default in RUN_DEFAULTS.items()}
     try:
         if not _is_compiled(app):
             app.compile()
         app.run(**run_kwargs)
-    except ServerStartupError as exc:
-        log.error("%s", exc)
+    except (ServerStartupError, CompilerNotFound, CompileError) as exc:
         sys.stderr.write(f"hypersonic: error: {exc}\n")
+        return EXIT_STARTUP
+    except OSError as exc:  # binding in run() itself (workers=1)
+        reason = exc.strerror or str(exc)
+        sys.stderr.write(f"hypersonic: error: cannot listen on {run_kwargs['host']}:{run_kwargs['port']}: "
+                         f"{reason[:1].lower()}{reason[1:]}\n")
         return EXIT_STARTUP
     except KeyboardInterrupt:  # a Ctrl-C the server did not handle itself
         return 0
