@@ -277,7 +277,9 @@ static int parse_guarded(guard_region *g, const char *raw, size_t len, const hs_
 {
     const char *at = (const char *)guard_place(g, raw, len);
     int status = 0;
+    guard_readonly(g, 1); /* hs_parser.h: never writes to buf */
     int rc = hs_parse_request(at, len, lim, req, &status);
+    guard_readonly(g, 0);
     if (rc_out)
         *rc_out = rc;
     if (rc > 0)
@@ -848,6 +850,14 @@ static void test_chunked_after_end_and_error(void)
     n = 3;
     CHECK(hs_decode_chunked(&dec, buf, &n, 10) == 3 && n == 0 && memcmp(buf, "GET", 3) == 0,
           "bytes after the end are all rest");
+    test_current = "smaller max_body on a later call";
+    hs_chunked_init(&dec);
+    memcpy(buf, "5\r\nhello\r\n", 10);
+    n = 10;
+    CHECK(hs_decode_chunked(&dec, buf, &n, 10) == HS_PARSE_PARTIAL && dec.total == 5, "first part");
+    memcpy(buf, "1\r\nx\r\n", 6);
+    n = 6;
+    CHECK(hs_decode_chunked(&dec, buf, &n, 3) == HS_PARSE_ERROR && dec.total > 3, "now over the limit");
     test_current = "decoder error is sticky";
     hs_chunked_init(&dec);
     memcpy(buf, "x\r\n", 3);

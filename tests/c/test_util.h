@@ -72,6 +72,16 @@ static unsigned char *guard_place(guard_region *g, const void *bytes, size_t len
     return dst;
 }
 
+/* Make the data pages read-only (1) or writable again (0): the parser must
+ * never write to its input, and a write to a read-only page faults. */
+static void guard_readonly(guard_region *g, int readonly)
+{
+    if (mprotect(g->base, g->data_size, readonly ? PROT_READ : PROT_READ | PROT_WRITE) != 0) {
+        perror("mprotect");
+        exit(2);
+    }
+}
+
 static void guard_free(guard_region *g)
 {
     if (munmap(g->base, g->map_size) != 0)

@@ -737,7 +737,7 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
                     goto fail;
                 d->digits++;
                 d->chunk_left = (d->chunk_left << 4) | v;
-                if (d->chunk_left > max_body - d->total) {
+                if (d->total > max_body || d->chunk_left > max_body - d->total) {
                     /* over max_body: report it through total (caller: 413) */
                     d->total = d->chunk_left > UINT64_MAX - d->total ? UINT64_MAX
                                                                      : d->total + d->chunk_left;
