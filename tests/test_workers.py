@@ -465,3 +465,67 @@ def test_parent_killed_hard_takes_its_workers_down(tmp_path: Path) -> None:
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=WAIT_LIMIT_SECONDS)
         assert all(wait_pid_gone(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("kind", APP_KINDS)
+def test_request_outlasting_drain_timeout_is_cut_and_parent_still_exits_zero(tmp_path: Path, kind: str) -> None:
+    straggler_seconds = 60.0  # far past DRAIN_TIMEOUT + EXIT_GRACE_SECONDS
+    with Server(tmp_path, kind, workers=1) as server:
+        server.wait_until_serving()
+        workers = server.worker_pids(expected=1)
+        marker = tmp_path / "straggler-started"
+        outcome: Dict[str, object] = {}
+
+        def client() -> None:
+            try:
+                outcome["response"] = server.request(f"/slow?seconds={straggler_seconds}&marker={marker}")
+            except Exception as exc:
+                outcome["error"] = repr(exc)
+
+        thread = threading.Thread(target=client, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert marker.exists(), server.stderr
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGTERM)
+        # Bounded well below straggler_seconds: the supervisor must not wait for it.
+        assert server.wait_exit(DRAIN_TIMEOUT + 10.0) == 0, server.stderr
+        assert "still running after the drain" in server.stderr
+        assert all(wait_pid_gone(pid) for pid in workers)
+        thread.join(WAIT_LIMIT_SECONDS)
+        assert "response" not in outcome or outcome["response"] != (200, "slow done")
+
+
+def test_serve_rejects_bad_arguments_before_forking() -> None:
+    from hypersonic import _supervisor
+
+    class NeverServed:
+        def _serve_worker(self, listen_fd: int) -> None:
+            raise AssertionError("must not be reached")
+
+        def _request_stop(self) -> None:
+            raise AssertionError("must not be reached")
+
+    app = NeverServed()
+    with pytest.raises(ValueError, match="workers"):
+        _supervisor.serve(app, "127.0.0.1", 0, 0)
+    with pytest.raises(TypeError, match="workers"):
+        _supervisor.serve(app, "127.0.0.1", 0, "2")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="port"):
+        _supervisor.serve(app, "127.0.0.1", "8080", 2)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="port"):
+        _supervisor.serve(app, "127.0.0.1", 70000, 2)
+    with pytest.raises(TypeError, match="host"):
+        _supervisor.serve(app, 127, 0, 2)  # type: ignore[arg-type]
+
+
+def test_listen_address_url_brackets_ipv6_and_resolves_port_zero() -> None:
+    from hypersonic import _supervisor
+
+    v4 = _supervisor.probe_address(_supervisor.resolve_listen_address("127.0.0.1", 0))
+    assert v4.port > 0 and v4.url == f"http://127.0.0.1:{v4.port}"
+    assert _supervisor.resolve_listen_address("", 8080).url == "http://0.0.0.0:8080"
+    if ipv6_loopback_available():
+        assert _supervisor.resolve_listen_address("::1", 8080).url == "http://[::1]:8080"
