@@ -439,9 +439,10 @@ static int hs_split_target(hs_request *req)
         }
         path_start = i;
     }
-    path_end = path_start;
-    while (path_end < n && t[path_end] != '?')
-        path_end++;
+    {
+        const char *q = memchr(t + path_start, '?', n - path_start);
+        path_end = q ? (size_t)(q - t) : n;
+    }
     req->path = t + path_start;
     req->path_len = path_end - path_start;
     if (path_end < n) {
