@@ -881,15 +881,15 @@ def http_recv(fd: int, /) -> Optional[list]:
             conn.keep_alive = bool(req.keep_alive)
             conn.head_request = req.method == b"HEAD"
             return [req.method.decode("latin-1"), req.request_path(), body, req.keep_alive, fd]
-        if conn.error_status or conn.closed or attempt > 0:
-            return None
-        attempt += 1
         if conn.continue_pending:
             try:
                 conn.sock.send(_CONTINUE, socket.MSG_DONTWAIT | getattr(socket, "MSG_NOSIGNAL", 0))
             except OSError:
                 pass  # best effort, as in C: the client sends the body after its own timeout
             conn.continue_pending = False
+        if conn.error_status or conn.closed or attempt > 0:
+            return None
+        attempt += 1
         n = conn.recv()
         if n == -2:
             return None

@@ -474,8 +474,6 @@ static PyObject *hs_py_http_recv(PyObject *self, PyObject *const *args, Py_ssize
             hs_conn_consume(c);
             return list;
         }
-        if (r == HS_REQ_ERROR || (c->flags & HS_SOCK_CLOSED) || attempt > 0)
-            Py_RETURN_NONE;
         if (c->continue_pending) {
             /* RFC 9110 10.1.1: the client waits for this before sending the body.
              * Best effort: if it does not fit now, the client sends anyway after its timeout. */
@@ -485,6 +483,8 @@ static PyObject *hs_py_http_recv(PyObject *self, PyObject *const *args, Py_ssize
             } while (sent < 0 && errno == EINTR);
             c->continue_pending = 0;
         }
+        if (r == HS_REQ_ERROR || (c->flags & HS_SOCK_CLOSED) || attempt > 0)
+            Py_RETURN_NONE;
         ssize_t n = hs_conn_recv(c);
         if (n == HS_RECV_AGAIN)
             Py_RETURN_NONE;
