@@ -280,6 +280,7 @@ static void hs_server_flush(hs_server *s, hs_conn *c)
                     return;
                 }
                 c->flags |= HS_CF_WANT_WRITE;
+                s->stat_write_waits++;
             }
             return;
         }

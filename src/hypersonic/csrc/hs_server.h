@@ -85,6 +85,7 @@ struct hs_server {
     uint64_t stat_errors;   /* 4xx/5xx answered for protocol errors and timeouts */
     uint64_t stat_wakeups;
     uint64_t stat_writes;
+    uint64_t stat_write_waits; /* times a connection waited for writability (backpressure) */
 };
 
 /* Prepare s; listen_fd must already be listening and non-blocking. 0, or -1 (errno). */

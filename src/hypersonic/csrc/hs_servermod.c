@@ -464,12 +464,13 @@ static PyObject *hs_py_stats(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     const hs_server *s = &g.server;
-    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:i,s:K,s:K,s:K}", "requests", (unsigned long long)s->stat_requests,
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:i,s:K,s:K,s:K,s:K}", "requests", (unsigned long long)s->stat_requests,
                          "static_responses", (unsigned long long)s->stat_static, "python_calls",
                          (unsigned long long)s->stat_python_calls, "connections",
                          (unsigned long long)s->stat_accepted, "open_connections", s->nconns, "errors",
                          (unsigned long long)s->stat_errors, "wakeups", (unsigned long long)s->stat_wakeups,
-                         "writes", (unsigned long long)s->stat_writes);
+                         "writes", (unsigned long long)s->stat_writes, "write_waits",
+                         (unsigned long long)s->stat_write_waits);
 }
 
 static PyObject *hs_py_backend(PyObject *self, PyObject *unused)
