@@ -80,8 +80,10 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> Dict[str, str]:
-    """The environment without any HYPERSONIC_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERSONIC_")}
+    """The environment without the command's HYPERSONIC_* option variables, plus ``extra``
+    (others, such as HYPERSONIC_JIT_CFLAGS from tests/sanitize.sh, pass through)."""
+    option_vars = {option.env for option in cli.OPTIONS}
+    env = {k: v for k, v in os.environ.items() if k not in option_vars}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

@@ -97,7 +97,7 @@ _PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class ServerStartupError(RuntimeError):
+class ServerStartupError(OSError):
     """The server could not start: address unusable, or a worker failed to start."""
 
 
@@ -417,8 +417,8 @@ class _Supervisor:
             self._kill_all(signal.SIGKILL)
             self._reap(block=True)
             signal.set_wakeup_fd(previous_wakeup)
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
             self._close()
         if self.fatal is not None:
             raise ServerStartupError(self.fatal)
