@@ -209,9 +209,10 @@ def _parse_into(b: bytes, end: int, max_uri: int, max_headers: int, max_body: in
             raise _ParseFailure(400)
     if avail < len(_VERSION_SHAPE):
         raise _RanOut
-    if b[p + 5] != ord("1"):
+    # Only HTTP/1.0 and 1.1; any other well-formed version (1.2 included, as hs_parser.c) is 505
+    if b[p + 5] != ord("1") or b[p + 7] not in b"01":
         raise _ParseFailure(505)
-    req.minor_version = 0 if b[p + 7] == ord("0") else 1
+    req.minor_version = b[p + 7] - ord("0")
     p += len(_VERSION_SHAPE)
 
     host_count = 0
@@ -384,13 +385,15 @@ class ChunkedDecoder:
                         return self._fail(out)
                     self.digits += 1
                     self.chunk_left = ((self.chunk_left << 4) | v) & 0xFFFFFFFFFFFFFFFF
-                    if self.chunk_left > self.max_body - self.total:
+                    if self.total > self.max_body or self.chunk_left > self.max_body - self.total:
                         self.total = min(self.total + self.chunk_left, 0xFFFFFFFFFFFFFFFF)
                         return self._fail(out)
                 elif self.digits == 0:
                     return self._fail(out)
                 elif c == 0x0D:
                     self.state = self.SIZE_LF
+                    i += 1
+                    continue  # the CRLF is not counted in the line's length
                 elif c == 0x3B:
                     self.state = self.EXT
                 elif c in (0x20, 0x09):
@@ -399,6 +402,8 @@ class ChunkedDecoder:
                     return self._fail(out)
                 line_byte = True
             elif st == self.SIZE_WS:
+                if c == 0x0D:
+                    return self._fail(out)  # "5 \r\n": BWS only before a chunk-ext
                 if c == 0x3B:
                     self.state = self.EXT
                 elif c not in (0x20, 0x09):
@@ -407,7 +412,9 @@ class ChunkedDecoder:
             elif st == self.EXT:
                 if c == 0x0D:
                     self.state = self.SIZE_LF
-                elif not (c == 0x09 or 0x20 <= c <= 0x7E or c >= 0x80):
+                    i += 1
+                    continue
+                if not (c == 0x09 or 0x20 <= c <= 0x7E or c >= 0x80):
                     return self._fail(out)
                 line_byte = True
             elif st == self.SIZE_LF:
@@ -431,7 +438,8 @@ class ChunkedDecoder:
                 i += 1
                 continue
             elif st == self.FINAL_LF:
-                if c != 0x0A:
+                self.trailer_bytes += 1
+                if c != 0x0A or self.trailer_bytes > CHUNK_MAX_TRAILER:
                     return self._fail(out)
                 i += 1
                 self.state = self.DONE
