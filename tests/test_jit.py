@@ -415,6 +415,7 @@ def test_unwritable_cache_dir_without_the_module_raises_a_clear_os_error(tmp_pat
         ({"generated": ["toy.c"]}, TypeError, "generated"),
         ({"generated": {"../toy.c": "int x;"}}, ValueError, "generated"),
         ({"defines": {"1BAD": None}}, ValueError, "defines"),
+        ({"defines": {1: None, "GOOD": None}}, ValueError, "defines"),
         ({"defines": {"GOOD": 1.5}}, TypeError, "defines"),
         ({"main": "../hs_common.h"}, ValueError, "main"),
         ({"main": "no_such_file.c", "generated": None}, ValueError, "main"),

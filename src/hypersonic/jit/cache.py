@@ -50,7 +50,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple, Union
 
 from .._version import __version__
 from .compiler import Compiler, CompileError, CompilerNotFound, find_compiler, run_compiler
@@ -297,10 +297,11 @@ def _define_flags(defines: object) -> List[str]:
         return []
     if not isinstance(defines, Mapping):
         raise TypeError(f"defines must be a mapping of macro name -> value or None, not {type(defines).__name__}")
-    flags = []
-    for macro in sorted(defines):
+    for macro in defines:
         if not isinstance(macro, str) or not _C_IDENTIFIER.match(macro):
             raise ValueError(f"defines: {macro!r} is not a C identifier")
+    flags = []
+    for macro in sorted(defines):
         value = defines[macro]
         if value is None:
             flags.append(f"-D{macro}")
@@ -417,7 +418,7 @@ def _write_index(root: Path, source_key: str, file_name: str) -> None:
 
 # --- building ----------------------------------------------------------------------------------
 
-def _open_lock(root: Path, file_name: str):  # type: ignore[no-untyped-def]
+def _open_lock(root: Path, file_name: str) -> TextIO:
     try:
         root.mkdir(parents=True, exist_ok=True)
         return open(root / LOCK_FILE_NAME, "a")
@@ -430,7 +431,7 @@ def _open_lock(root: Path, file_name: str):  # type: ignore[no-untyped-def]
         ) from None
 
 
-def _acquire(lock_file, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _acquire(lock_file: TextIO, path: Path) -> None:
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     pause = LOCK_POLL_MIN_SECONDS
     while True:

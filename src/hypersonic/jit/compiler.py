@@ -161,9 +161,9 @@ def find_compiler() -> Compiler:
     tried: List[str] = []
     found: Optional[Tuple[Tuple[str, ...], str]] = None
     search_path = os.environ.get("PATH", "")
-    for origin, argv in _candidates():
-        resolved, version, why_not = _probe(tuple(argv), search_path)
-        shown = shlex.join(argv) or "(empty)"
+    for origin, candidate in _candidates():
+        resolved, version, why_not = _probe(tuple(candidate), search_path)
+        shown = shlex.join(candidate) or "(empty)"
         tried.append(f"{origin}: {shown} -> " + (f"ok ({resolved[0]})" if resolved else why_not))
         if resolved:
             found = (resolved, version)
