@@ -10,6 +10,7 @@
 #     itself is not instrumented), UBSan's runtime comes in as a dependency of the modules
 #     (gcc) or is part of the ASan runtime (clang, built with -shared-libasan);
 #   * PYTHONMALLOC=malloc so Python objects' buffers are ASan-tracked too;
+#   * HYPERSONIC_SANITIZED=1 tells tests they run sanitized (several times slower: scale waits);
 #   * every process (pytest and any server/subprocess it starts) logs sanitizer reports to a
 #     private directory; after pytest the reports are printed and the run fails if there is
 #     any, even when the process that hit it was a child whose crash a test did not notice.
@@ -79,6 +80,8 @@ detect_leaks=0 exitcode=86
 export HYPERSONIC_JIT_CFLAGS="${HYPERSONIC_JIT_CFLAGS:+$HYPERSONIC_JIT_CFLAGS }$flags"
 export HYPERSONIC_CACHE_DIR=${HYPERSONIC_SANITIZE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hypersonic/sanitize-cache}
 export PYTHONMALLOC=malloc
+# Tests may scale their time budgets by this: sanitized runs are several times slower.
+export HYPERSONIC_SANITIZED=1
 export ASAN_OPTIONS="detect_leaks=$detect_leaks:halt_on_error=1:abort_on_error=0:exitcode=$exitcode:log_path=$logdir/asan:strip_path_prefix=$repo/${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 # gcc's separate UBSan exits 87: it identifies a UBSan abort whose report could not be logged.
 ubsan_exitcode=$exitcode

@@ -179,6 +179,34 @@ def test_concurrent_first_import_from_8_processes_builds_once_and_all_load(tmp_p
     assert not list(cache_dir.glob(".build-*")), "the successful build's temp dir was not removed"
 
 
+def test_threads_loading_at_once_in_one_process_build_once_and_share_the_module(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    cc, log = make_cc_wrapper(tmp_path, delay_seconds=1)
+    monkeypatch.setenv("CC", cc)
+    start = threading.Barrier(4, timeout=60)
+    modules: List[object] = []
+    errors: List[BaseException] = []
+
+    def load() -> None:
+        try:
+            start.wait()
+            modules.append(load_extension("toy.c", default_cache_name=TEST_CACHE_NAME, cache_dir=tmp_path / "cache",
+                                          generated={"toy.c": toy_source("threads")}))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=SUBPROCESS_TIMEOUT)
+    assert not errors and len(modules) == 4
+    assert all(module is modules[0] for module in modules)
+    assert compile_count(log) == 1
+
+
 def test_second_load_in_a_fresh_process_comes_from_the_cache(tmp_path: Path) -> None:
     cc, log = make_cc_wrapper(tmp_path)
     env = subprocess_env(CC=cc)

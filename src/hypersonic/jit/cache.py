@@ -113,7 +113,9 @@ class LoadRecord(NamedTuple):
 # Modules loaded in this process, by key (an extension module cannot be loaded twice).
 _loaded: Dict[str, ModuleType] = {}
 _history: List[LoadRecord] = []
-# Serialises load_extension between threads (the flock serialises processes).
+# Serialises load_extension between threads. The flock serialises processes; it also excludes
+# threads on Linux (one open file description each), but not where flock is emulated with
+# per-process fcntl locks (NFS), and _loaded/_history need it anyway.
 _process_lock = threading.Lock()
 
 
