@@ -15,7 +15,9 @@ Issue 4 point 3. Run through bench/profile.sh (which checks valgrind/perf first)
 2. ``perf stat`` attached to the server's processes during a wrk run
    (plaintext, 64 connections): task-clock and context switches per request and
    syscalls per request by kind (tracepoints; this VM exposes no hardware
-   counters, so ``instructions`` is "not supported" and callgrind stands in).
+   counters, so ``instructions`` is "not supported" and callgrind stands in);
+   then ``perf record -e cpu-clock`` during a second run: kernel vs user-space
+   share of the server's CPU and its top symbols.
 
 Writes its section of bench/RESULTS.md and keeps the raw callgrind files in bench/out/profile/.
 """
@@ -48,6 +50,8 @@ SYSCALLS = ("recvfrom", "read", "readv", "recvmsg", "sendto", "sendmsg", "write"
             "clock_gettime", "gettimeofday")
 PERF_SCENARIO = run.SCENARIOS[0]  # plaintext-64
 PERF_SERVERS = ("nginx", "hypersonic-static", "hypersonic-dynamic")
+PERF_RECORD_HZ = 4000
+TOP_SYMBOLS = 10
 
 
 def spec(name: str) -> run.ServerSpec:
@@ -164,7 +168,47 @@ def perf_case(server_name: str, duration: float, scratch: Path) -> dict:
             counts[fields[2]] = float("nan")  # "<not supported>" / "<not counted>"
     requests = max(figures["requests"], 1)
     return {"server": server_name, "requests": figures["requests"], "counts": counts,
-            "per_request": {event: value / requests for event, value in counts.items()}}
+            "per_request": {event: value / requests for event, value in counts.items()},
+            "samples": perf_record_case(server_name, duration, scratch)}
+
+
+def perf_record_case(server_name: str, duration: float, scratch: Path) -> dict:
+    """Sample the server (software cpu-clock, works without hardware counters) during a wrk run.
+
+    Returns the share of samples in the kernel vs user space and the top symbols.
+    """
+    server = run.start_server(spec(server_name), scratch / f"record-{server_name}")
+    data = PROFILE_DIR / f"perf-{server_name}.data"
+    try:
+        run.run_wrk(server.port, PERF_SCENARIO, 1.0)  # warm-up
+        pids = ",".join(str(pid) for pid in server.tree())
+        record = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(PERF_RECORD_HZ),
+                                   "-o", str(data), "-p", pids], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            run.time.sleep(0.5)
+            run.run_wrk(server.port, PERF_SCENARIO, duration)
+        finally:
+            record.send_signal(signal.SIGINT)
+            record.wait(timeout=60)
+    finally:
+        run.stop_server(server)
+    report = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "sym", "--stdio"],
+                            capture_output=True, text=True, check=False, timeout=300).stdout
+    kernel = user = 0.0
+    top: list[tuple[float, str]] = []
+    for line in report.splitlines():
+        match = re.match(r"\s*([\d.]+)%\s+\[(k|\.)\]\s+(.*)$", line)
+        if not match:
+            continue
+        share, where, symbol = float(match.group(1)), match.group(2), match.group(3).strip()
+        if where == "k":
+            kernel += share
+        else:
+            user += share
+        if len(top) < TOP_SYMBOLS:
+            top.append((share, f"{'kernel' if where == 'k' else 'user'}: {symbol}"))
+    return {"kernel": kernel, "user": user, "top": top}
 
 
 def render(callgrind: list[dict], perf: list[dict], machine: dict[str, str], note: str) -> str:
@@ -210,6 +254,15 @@ def render(callgrind: list[dict], perf: list[dict], machine: dict[str, str], not
             if all(c in ("n/a", "0.000") for c in cells):
                 continue
             out.append(f"| {shown} | " + " | ".join(cells) + " |")
+        out += ["", "Where the server's CPU goes (`perf record -e cpu-clock`, samples of the server's processes "
+                "during a second wrk run of the same scenario):", "",
+                "| | " + " | ".join(case["server"] for case in perf) + " |",
+                "| --- | " + " | ".join("---:" for _ in perf) + " |",
+                "| kernel | " + " | ".join(f"{case['samples']['kernel']:.1f}%" for case in perf) + " |",
+                "| user space | " + " | ".join(f"{case['samples']['user']:.1f}%" for case in perf) + " |"]
+        for case in perf:
+            out += ["", f"Top symbols, {case['server']}: " + "; ".join(
+                f"{share:.1f}% `{symbol}`" for share, symbol in case["samples"]["top"])]
         out.append("")
         out.append("perf has no hardware counters in this VM (`perf stat -e instructions true` says "
                    "`<not supported>`): instruction counts come from callgrind above.")
