@@ -46,23 +46,31 @@ import os, selectors, socket, sys, time
 from urllib.parse import urlsplit, parse_qs
 
 class StandInApp:
-    """Serves /pid and /slow?marker=PATH one request per connection."""
+    """Serves /pid, /slow?seconds=S&marker=PATH and /crash, one request per connection.
+
+    crash: "" (never), "at-start" (_serve_worker raises at once) or
+    "on-request" (GET /crash makes _serve_worker raise).
+    """
     compiled = True
 
-    def __init__(self, drain_timeout, crash=False):
+    def __init__(self, drain_timeout, crash=""):
         self.drain_timeout = drain_timeout
         self.crash = crash
         self.stopping = False
+        self.accepted = 0
 
     def compile(self):
         self.compiled = True
+
+    def stats(self):
+        return {"connections": self.accepted}
 
     def _request_stop(self):
         self.stopping = True
 
     def _serve_worker(self, listen_fd):
-        if self.crash:
-            raise RuntimeError("stand-in worker crashes on purpose")
+        if self.crash == "at-start":
+            raise RuntimeError("stand-in worker cannot start, on purpose")
         listener = socket.socket(fileno=listen_fd)  # owns the fd, as the real loop does
         listener.setblocking(False)
         with selectors.DefaultSelector() as sel:
@@ -73,6 +81,7 @@ class StandInApp:
                         conn, _peer = listener.accept()
                     except (BlockingIOError, InterruptedError):
                         continue
+                    self.accepted += 1
                     with conn:
                         self._handle(conn)
         listener.close()
@@ -90,6 +99,8 @@ class StandInApp:
         url = urlsplit(target)
         if url.path == "/pid":
             body = str(os.getpid())
+        elif url.path == "/crash" and self.crash == "on-request":
+            raise RuntimeError("stand-in worker crashes on purpose")
         elif url.path == "/slow":
             marker = parse_qs(url.query)["marker"][0]
             open(marker, "w").close()
@@ -180,7 +191,7 @@ class Server:
     """A server script run in its own session; always killed by process group."""
 
     def __init__(self, tmp_path: Path, kind: str, *, host: str = "127.0.0.1", workers: int = 2,
-                 port: Optional[int] = None, crash: bool = False,
+                 port: Optional[int] = None, crash: str = "",
                  simulate_worker_bind_failure: bool = False) -> None:
         self.tmp_path = tmp_path
         self.host = host
@@ -426,18 +437,32 @@ def test_worker_failing_at_startup_stops_server_instead_of_respawning(tmp_path: 
 
 
 def test_crash_looping_worker_is_restarted_with_growing_backoff(tmp_path: Path) -> None:
-    with Server(tmp_path, "standin", workers=1, crash=True) as server:
+    with Server(tmp_path, "standin", workers=1, crash="on-request") as server:
+        server.wait_until_serving()
         deadline = time.monotonic() + WAIT_LIMIT_SECONDS
         delays: List[float] = []
         while len(delays) < 4 and time.monotonic() < deadline:
+            try:  # kills whichever worker is up; refused while none is
+                server.request("/crash", timeout=2.0)
+            except (OSError, ValueError, IndexError):
+                pass
             delays = [float(d) for d in re.findall(r"restarting it in ([0-9.]+)s", server.stderr)]
             time.sleep(0.05)
         assert len(delays) >= 4, server.stderr
         assert delays[:4] == sorted(delays[:4]) and delays[3] > delays[0]
         assert "stand-in worker crashes on purpose" in server.stderr  # the worker logged why
         assert server.proc is not None and server.proc.poll() is None  # still supervising
+        server.wait_until_serving()
         os.kill(server.proc.pid, signal.SIGTERM)
         assert server.wait_exit(DRAIN_TIMEOUT + 10.0) == 0, server.stderr
+
+
+def test_worker_loop_raising_at_start_stops_server_with_the_reason(tmp_path: Path) -> None:
+    with Server(tmp_path, "standin", workers=2, crash="at-start") as server:
+        code = server.wait_exit(WAIT_LIMIT_SECONDS)
+        assert code != 0
+        assert "failed on start: RuntimeError: stand-in worker cannot start, on purpose" in server.stderr
+        assert "restarting" not in server.stderr
 
 
 @pytest.mark.parametrize("kind", APP_KINDS)

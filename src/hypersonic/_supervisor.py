@@ -18,9 +18,10 @@ The parent process never serves HTTP. It
    (:func:`signal.set_wakeup_fd`) and the workers' status pipes. A worker that
    dies after it was ready is replaced, immediately the first time and with an
    exponential backoff while it keeps dying young (a crash loop). A worker that
-   fails *before* it was ready (its listener could not be opened) is fatal: the
-   others are stopped and :func:`serve` raises :class:`ServerStartupError` with
-   the reason, rather than respawning forever;
+   fails *before* it was ready (its listener could not be opened), or whose
+   ``_serve_worker`` raises right at the start before taking any connection, is
+   fatal: the others are stopped and :func:`serve` raises
+   :class:`ServerStartupError` with the reason, rather than respawning forever;
 4. on SIGTERM or SIGINT sends SIGTERM to every worker (each stops accepting and
    finishes in-flight requests), waits up to ``app.drain_timeout`` plus a short
    grace, SIGKILLs stragglers, reaps everything and returns normally (so the
@@ -71,6 +72,10 @@ EXIT_GRACE_SECONDS = 1.0
 #: A worker that dies less than this many seconds after it started counts as
 #: crashing young; consecutive young deaths grow the restart backoff.
 CRASH_LOOP_WINDOW_SECONDS = 2.0
+#: ``_serve_worker`` raising within this many seconds of the server's start, before
+#: it accepted any connection (``app.stats()["connections"] == 0``), is a startup
+#: failure (the server stops with the reason), not a crash to restart.
+STARTUP_WINDOW_SECONDS = 2.0
 #: First restart delay of a crash loop, doubled per consecutive young death ...
 RESTART_BACKOFF_BASE_SECONDS = 0.25
 #: ... up to this ceiling.
@@ -90,6 +95,10 @@ EXIT_STARTUP_FAILED = 3
 #: Status-pipe messages, one per worker lifetime: ready, or failed + reason.
 _STATUS_READY = b"R"
 _STATUS_FAILED = b"F"
+#: ... and, after ready, "_serve_worker raised before accepting any connection" + reason.
+_STATUS_CRASHED_IDLE = b"C"
+#: Longest reason sent over a status pipe (one pipe write stays atomic).
+STATUS_REASON_MAX_BYTES = 1024
 
 #: Linux prctl option: signal delivered to us when our parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -315,6 +324,23 @@ def _write_status(fd: int, message: bytes) -> None:
         pass
 
 
+def _accepted_connections(app: object) -> Optional[int]:
+    """Connections this process's loop accepted, from ``app.stats()``; None if unknown."""
+    stats = getattr(app, "stats", None)
+    if not callable(stats):
+        return None
+    try:
+        value = stats().get("connections")
+    except Exception:  # noqa: BLE001 - a broken loop may not report; that is "unknown"
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _reason(exc: BaseException) -> bytes:
+    text = str(exc) if isinstance(exc, ServerStartupError) else f"{type(exc).__name__}: {exc}"
+    return text.encode("utf-8", "replace")[:STATUS_REASON_MAX_BYTES]
+
+
 def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: int,
                  parent_pid: int, backlog: int) -> None:
     """Body of a forked worker; never returns (ends with :func:`os._exit`)."""
@@ -327,13 +353,17 @@ def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: 
         try:
             listener = open_listener(address, backlog)
         except ServerStartupError as exc:
-            _write_status(status_fd, _STATUS_FAILED + str(exc).encode("utf-8", "replace"))
+            _write_status(status_fd, _STATUS_FAILED + _reason(exc))
             code = EXIT_STARTUP_FAILED
             return
         _write_status(status_fd, _STATUS_READY)
-        os.close(status_fd)
         log.debug("worker %d (pid %d) serving on %s", index, os.getpid(), address.url)
-        app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
+        try:
+            app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
+        except BaseException as exc:  # noqa: B036 - a worker must end in os._exit whatever happens
+            if _accepted_connections(app) == 0:
+                _write_status(status_fd, _STATUS_CRASHED_IDLE + _reason(exc))
+            raise
         code = EXIT_OK
     except BaseException:  # noqa: B036 - a worker must end in os._exit whatever happens
         log.exception("worker %d (pid %d) crashed", index, os.getpid())
@@ -364,6 +394,7 @@ class _WorkerSlot:
     started_at: float = 0.0
     ready: bool = False
     failure: str = ""
+    crash: str = ""
     young_deaths: int = 0
     restart_at: Optional[float] = None
     status_buffer: bytes = field(default=b"", repr=False)
@@ -399,6 +430,7 @@ class _Supervisor:
         self.force_kill = False
         self.fatal: Optional[str] = None
         self.parent_pid = os.getpid()
+        self.started_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -483,6 +515,7 @@ class _Supervisor:
         slot.started_at = time.monotonic()
         slot.ready = False
         slot.failure = ""
+        slot.crash = ""
         slot.restart_at = None
         self.selector.register(status_read, selectors.EVENT_READ, slot)
         log.debug("worker %d started (pid %d)", slot.index, pid)
@@ -535,9 +568,13 @@ class _Supervisor:
 
     def _parse_status(self, slot: _WorkerSlot) -> None:
         buffer = slot.status_buffer
-        if buffer.startswith(_STATUS_READY) and not slot.ready:
-            slot.ready = True
-            log.debug("worker %d ready (pid %s)", slot.index, slot.pid)
+        if buffer.startswith(_STATUS_READY):
+            if not slot.ready:
+                slot.ready = True
+                log.debug("worker %d ready (pid %s)", slot.index, slot.pid)
+            rest = buffer[len(_STATUS_READY):]
+            if rest.startswith(_STATUS_CRASHED_IDLE):
+                slot.crash = rest[len(_STATUS_CRASHED_IDLE):].decode("utf-8", "replace")
         elif buffer.startswith(_STATUS_FAILED):
             slot.failure = buffer[len(_STATUS_FAILED):].decode("utf-8", "replace")
 
@@ -587,6 +624,13 @@ class _Supervisor:
                 log.error("worker %d (pid %s) failed to start: %s", slot.index, pid, reason)
             return
         lifetime = time.monotonic() - slot.started_at
+        if slot.crash and time.monotonic() - self.started_at < STARTUP_WINDOW_SECONDS:
+            # The app's loop raised right after the server started, before it took a
+            # single connection: broken setup, which restarting cannot fix.
+            if self.fatal is None:
+                self.fatal = f"worker {slot.index} failed on start: {slot.crash}"
+                log.error("worker %d (pid %s) %s", slot.index, pid, self.fatal)
+            return
         if lifetime < CRASH_LOOP_WINDOW_SECONDS:
             slot.young_deaths += 1
         else:
