@@ -7,7 +7,8 @@
  *     ASan report) with the default limits and with tight ones; invariants:
  *     the result is a length within the input, PARTIAL, or ERROR with one of
  *     the documented statuses; a complete head's every pointer lies inside it;
- *     the prefix one byte shorter than a complete head is PARTIAL;
+ *     the prefix one byte shorter than a complete head is PARTIAL; a prefix
+ *     (half, all but one byte) is PARTIAL or already the whole input's verdict;
  *  2. decoded as a chunked body (what follows the head when the head is
  *     complete and chunked, else the whole input), once in one call and once
  *     fed in pseudo-random pieces (sizes drawn from a PRNG seeded by the
@@ -94,6 +95,19 @@ static void check_head(const uint8_t *data, size_t size, const hs_limits *lim, i
         FUZZ_ASSERT(valid_status(status));
     } else {
         FUZZ_ASSERT(rc == HS_PARSE_PARTIAL);
+    }
+    /* The verdict depends only on the bytes seen: a prefix is PARTIAL, or
+     * already the same verdict as the whole input. */
+    size_t cuts[2] = {size / 2, size ? size - 1 : 0};
+    for (int i = 0; i < 2 && size > 0; i++) {
+        int pstatus;
+        int prc = parse_copy(data, cuts[i], lim, &req, &pstatus);
+        if (prc == HS_PARSE_ERROR)
+            FUZZ_ASSERT(rc == HS_PARSE_ERROR && pstatus == status);
+        else if (prc > 0)
+            FUZZ_ASSERT(prc == rc);
+        else
+            FUZZ_ASSERT(prc == HS_PARSE_PARTIAL && (rc < 0 || (size_t)rc > cuts[i]));
     }
 }
 

@@ -10,8 +10,9 @@
  *    never reads past buf[len - 1] and the head limit also bounds its work.
  *  - character classes come from one 256-entry table; the long runs (request
  *    target, field values) are scanned eight bytes at a time with portable
- *    SWAR arithmetic (no SIMD flags needed: the JIT builds with plain -O2),
- *    falling back to the table on the word that holds a delimiter.
+ *    SWAR arithmetic (no SIMD flags needed: the JIT builds with plain -O2);
+ *    the stop byte is located exactly (trailing-zero count, little-endian)
+ *    or by the table (elsewhere). Field names go four bytes per bound check.
  *  - the chunked decoder is a byte-level state machine whose state lives in
  *    hs_chunked_decoder, so a body can arrive split at any byte; payload runs
  *    are moved with one memmove each.
@@ -477,9 +478,6 @@ static int hs_ran_out(size_t len, size_t max_head, int *status)
         return HS_PARSE_ERROR;                                                         \
     } while (0)
 #define HS_RAN_OUT() return hs_ran_out(len, max_head, status)
-
-/* Length of "HTTP/d.d" (RFC 9112 2.3) */
-#define HS_VERSION_LEN 8
 
 HS_API int hs_parse_request(const char *buf, size_t len, const hs_limits *lim,
                             hs_request *req, int *status)
