@@ -497,6 +497,33 @@ ACCEPTED: List[Tuple[str, bytes, List[int], List[bytes]]] = [
      [200], [b"OK"]),
     ("obs_text_in_header_value",
      b"GET /health HTTP/1.1\r\nHost: t\r\nX-A: caf\xc3\xa9\r\nConnection: close\r\n\r\n", [200], [b"OK"]),
+    # A body on a route that ignores it is still consumed as a body, never parsed as a request.
+    ("cl_body_on_static_get_consumed",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED
+     + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [200, 200], [b"OK", b"B"]),
+    ("chunked_body_on_static_get_consumed",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n"
+     + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [200, 200], [b"OK", b"B"]),
+    ("cl_body_on_dynamic_get_consumed",
+     b"GET /users/7 HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED
+     + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [200, 200], [None, b"B"]),
+    ("cl_body_on_unknown_route_consumed",
+     b"POST /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED
+     + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [404, 200], [None, b"B"]),
+    ("chunked_body_on_unknown_route_consumed",
+     b"POST /nowhere HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + b"%x\r\n" % len(SMUGGLED) + SMUGGLED + b"\r\n0\r\n\r\n"
+     + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [404, 200], [None, b"B"]),
+    ("http10_keep_alive_then_close",
+     b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n", [200, 200],
+     [b"OK", b"B"]),
+    ("http10_without_keep_alive_ends_connection",
+     b"GET /health HTTP/1.0\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
+    ("connection_close_ends_connection",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
+    ("connection_close_among_tokens_any_case",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade-Not, CLOSE\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
     ("pipelined_three_answered_in_order",
      b"GET /health HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
      b"GET /users/7 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [200, 200, 200], [b"OK", b"B", None]),
@@ -523,6 +550,40 @@ def test_smuggling_prefix_in_cl_body_is_not_a_new_request(server: int) -> None:
     result = exchange(server, payload)
     assert result.statuses == [200, 200]
     assert [r.body for r in result.responses] == [SMUGGLED, b"B"]
+
+
+def test_oversized_upload_still_gets_its_413_before_close(server: int) -> None:
+    """The server rejects on the head while the client keeps sending: the 413 is not lost to a reset."""
+    head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (8 * MAX_BODY)
+    with socket.create_connection((HOST, server), timeout=EXCHANGE_TIMEOUT) as sock:
+        sock.sendall(head)
+        sent = 0
+        try:
+            for _ in range(64):  # bounded: at most 4 MiB more
+                sent += sock.send(b"x" * 65536)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+        data = bytearray()
+        deadline = time.monotonic() + EXCHANGE_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            data += chunk
+    responses, _ = split_responses(bytes(data), eof=True)
+    assert [r.status for r in responses] == [413], f"after {sent} body bytes: {bytes(data)[:300]!r}"
+
+
+def test_expect_100_continue_over_limit_gets_413_without_100(server: int) -> None:
+    head = (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+            % (MAX_BODY + 1))
+    result = exchange(server, head)
+    assert result.closed_by_server
+    assert [r.status for r in result.interim] == []
+    assert result.statuses == [413]
 
 
 def test_expect_100_continue_gets_interim_then_one_final(server: int) -> None:
