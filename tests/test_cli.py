@@ -459,3 +459,52 @@ def test_example_app_runs_through_the_command_with_workers(tmp_path: Path) -> No
         wait_serving(proc, port)
         _check_example(port)
         assert proc.stop() == 0, proc.output
+
+
+COMPILED_AT_IMPORT = '''
+from hypersonic import Hypersonic
+
+app = Hypersonic(drain_timeout=1)
+
+@app.get("/")
+def index():
+    return "precompiled"
+
+app.compile()
+'''
+
+
+@needs_core
+def test_app_compiled_at_import_takes_run_options_but_refuses_constructor_options(
+        tmp_path: Path) -> None:
+    (tmp_path / "precompiled.py").write_text(textwrap.dedent(COMPILED_AT_IMPORT))
+    env = cache_env(tmp_path)
+    refused = subprocess.run(hypersonic_argv("precompiled:app", "--max-request-size", "10"), cwd=tmp_path,
+                             capture_output=True, text=True, timeout=STARTUP_LIMIT_SECONDS, env=env)
+    assert refused.returncode == cli.EXIT_USAGE
+    assert "already called compile()" in refused.stderr and "max_request_size" in refused.stderr
+    port = free_port()
+    # The same value as the app's own is not a change, so it is accepted.
+    argv = hypersonic_argv("precompiled:app", "--host", "127.0.0.1", "--port", str(port), "--drain-timeout", "1")
+    with Proc(argv, tmp_path, env, tmp_path / "log") as proc:
+        wait_serving(proc, port)
+        assert http(port, "GET", "/")[2] == b"precompiled"
+        assert proc.stop() == 0, proc.output
+
+
+@needs_core
+def test_log_level_reaches_logging(app_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = cache_env(tmp_path, HYPERSONIC_LOG_LEVEL="warning")
+    with Proc(hypersonic_argv("webapp:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"),
+              app_dir, env, tmp_path / "quiet") as quiet:
+        wait_serving(quiet, port)
+        assert quiet.stop() == 0
+    assert "serving on" not in quiet.output  # the INFO startup line is below the level
+    port = free_port()
+    with Proc(hypersonic_argv("webapp:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+                              "--log-level", "debug"),
+              app_dir, env, tmp_path / "loud") as loud:
+        wait_serving(loud, port)
+        assert loud.stop() == 0
+    assert "serving on" in loud.output and "DEBUG" in loud.output

@@ -298,7 +298,9 @@ def apply_app_options(app: Any, given: Dict[str, Any]) -> None:
     if not settings:
         return
     if _is_compiled(app):
-        changed = sorted(k for k, v in settings.items() if getattr(app, k, object()) != v)
+        # cache_dir only matters to compile(), which is done: nothing left to change.
+        changed = sorted(k for k, v in settings.items()
+                         if k != "cache_dir" and getattr(app, k, object()) != v)
         if changed:
             raise AppImportError("the app module already called compile(), so "
                                  + ", ".join(changed) + " can no longer change. Leave compile() "
