@@ -170,9 +170,11 @@ def sleep(req):
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = start_app(APP, tmp_path_factory.mktemp("http_app"))
+@pytest.fixture(scope="module", params=["native", "poll"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The app served with the platform's event backend, then with poll(2): every test runs on both."""
+    env = {"HYPERSONIC_EVENT_BACKEND": "poll"} if request.param == "poll" else {}
+    srv = start_app(APP, tmp_path_factory.mktemp("http_app"), env=env)
     try:
         yield srv
     finally:

@@ -331,7 +331,7 @@ class Hypersonic:
 
         module = load_extension(
             "hs_servermod.c", default_cache_name="_hypersonic_cache", cache_dir=self.cache_dir,
-            generated={"hs_app.h": source},
+            generated={"hs_app.h": source}, defines=_backend_defines(),
         )
         module.configure(
             handlers=tuple(handlers), takes_request=tuple(takes), param_names=tuple(names),
@@ -419,6 +419,17 @@ class Hypersonic:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _backend_defines() -> Dict[str, Optional[str]]:
+    """-D flags selecting the event backend: HYPERSONIC_EVENT_BACKEND=poll forces poll(2);
+    anything else (or unset) keeps the platform's native backend."""
+    requested = os.environ.get("HYPERSONIC_EVENT_BACKEND", "").strip().lower()
+    if requested == "poll":
+        return {"HS_EVENT_BACKEND_POLL": None}
+    if requested not in ("", "epoll", "kqueue", "native"):
+        raise ValueError(f"HYPERSONIC_EVENT_BACKEND={requested!r}: expected epoll, kqueue or poll")
+    return {}
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
