@@ -20,6 +20,16 @@ C_TESTS_DIR = Path(__file__).resolve().parent / "c"
 MAKE_TIMEOUT_S = 300
 
 
+# Sanitizer settings of the calling process (tests/sanitize.sh preloads an ASan
+# runtime into Python): the C tests link their own runtime and set their own
+# options, and a preloaded one aborts them ("incompatible ASan runtimes").
+_INHERITED_SANITIZER_VARS = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in _INHERITED_SANITIZER_VARS}
+
+
 def _have_toolchain() -> bool:
     compiler = os.environ.get("CC", "gcc")
     return shutil.which("make") is not None and shutil.which(compiler) is not None
@@ -36,6 +46,7 @@ def test_c_parser_suite_passes_under_sanitizers(tmp_path: Path) -> None:
         text=True,
         timeout=MAKE_TIMEOUT_S,
         check=False,
+        env=_clean_env(),
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"make test failed ({result.returncode}):\n{output[-8000:]}"
