@@ -74,7 +74,11 @@ def callgrind_spec(base: run.ServerSpec, out_dir: Path) -> run.ServerSpec:
         return ["valgrind", "--tool=callgrind", "--quiet", f"--callgrind-out-file={out_dir}/{base.name}.%p.out",
                 *base.command(port, scratch)]
     prepare = _nginx_single_process if base.name == "nginx" else base.prepare
-    return run.ServerSpec(base.name, base.description, command, base.version, env=dict(base.env), prepare=prepare)
+    env = dict(base.env)
+    # Debug info (same -O2 code) so callgrind_annotate can point at source lines of the JIT module.
+    env["HYPERSONIC_JIT_CFLAGS"] = (os.environ.get("HYPERSONIC_JIT_CFLAGS", "") + " -g").strip()
+    env["HYPERSONIC_CACHE_DIR"] = str(run.OUT_DIR / "hypersonic_cache_debuginfo")
+    return run.ServerSpec(base.name, base.description, command, base.version, env=env, prepare=prepare)
 
 
 def annotate(path: Path) -> tuple[int, list[tuple[int, str]]]:
@@ -287,12 +291,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     scratch = run.OUT_DIR / f"profile-{started:%Y%m%d-%H%M%S}"
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    for old in PROFILE_DIR.glob("*.out*"):
-        old.unlink()
     callgrind: list[dict] = []
     perf: list[dict] = []
     notes = []
     if not args.skip_callgrind:
+        for old in PROFILE_DIR.glob("*.out*"):
+            old.unlink()
         cases = [("hypersonic static, keep-alive", "hypersonic-static", "/plaintext", 16, 1),
                  ("hypersonic static, 16-deep pipelining", "hypersonic-static", "/plaintext", 16, 16),
                  ("hypersonic dynamic /user/:id, keep-alive", "hypersonic-dynamic", f"/user/{run.USER_ID}", 16, 1),

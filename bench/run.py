@@ -19,7 +19,7 @@ requests/s cannot separate them; CPU per request can.
 Usage::
 
     bash bench/setup.sh                       # once: wrk/nginx check + bench/.venv
-    bench/.venv/bin/python bench/run.py       # everything, 5 rounds (about 20 minutes)
+    bench/.venv/bin/python bench/run.py       # everything, 5 rounds of 3 s (about 16 minutes)
     bench/.venv/bin/python bench/run.py --quick --only nginx --scenario plaintext-64
 
 Writes its section of bench/RESULTS.md (between ``<!-- run.py:begin -->`` and
@@ -878,7 +878,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds per server and scenario (5)")
-    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measured round (4)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured round (3)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server (2)")
     parser.add_argument("--quick", action="store_true", help="1 round of 2s, 1s warm-up (provisional)")
     parser.add_argument("--only", action="append", metavar="SERVER",
