@@ -334,3 +334,33 @@ def test_load_rejects_unknown_backends():
     foreign = "kqueue" if sys.platform.startswith("linux") else "epoll"
     with pytest.raises(ValueError, match="not available"):
         hs.load(foreign)
+
+
+def test_two_threads_wait_on_their_own_loops_at_once(sock_api):
+    import threading
+
+    api = sock_api
+    listeners = [api.create_listen_socket(0, "127.0.0.1") for _ in range(2)]
+    loops = [api.create_event_loop(fd) for fd in listeners]
+    results = {}
+
+    def wait(i):
+        results[i] = api.ev_poll(loops[i], int(IO_WAIT_S * 1000))
+
+    threads = [threading.Thread(target=wait, args=(i,)) for i in range(2)]
+    clients = []
+    try:
+        for t in threads:
+            t.start()
+        for fd in listeners:
+            probe = socket.socket(fileno=os.dup(fd))
+            clients.append(socket.create_connection(probe.getsockname(), timeout=IO_WAIT_S))
+            probe.close()
+        for t in threads:
+            t.join(IO_WAIT_S * 2)
+        assert results == {0: [(listeners[0], api.EV_READ)], 1: [(listeners[1], api.EV_READ)]}
+    finally:
+        for c in clients:
+            c.close()
+        for fd in loops + listeners:
+            api.close_fd(fd)

@@ -19,7 +19,9 @@
  *
  * Thread model: every call runs with the GIL held except the blocking waits
  * (ev_poll with a timeout, http_send waiting for a full socket to drain,
- * create_listen_socket resolving a host name), which touch no shared state.
+ * create_listen_socket resolving a host name), which touch no module state.
+ * With the poll backend a waiting loop reads its own pollfd array, so a loop
+ * must not be changed from another thread while one thread waits on it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -70,7 +72,6 @@
 
 static hs_conns hs_socket_conns;
 static hs_limits hs_socket_limits;
-static hs_event hs_socket_events[HS_SOCK_MAX_EVENTS];
 static PyObject *hs_platform_str;  /* NULL on an unsupported OS */
 static PyObject *hs_backend_str;
 static PyObject *hs_default_content_type;
@@ -334,11 +335,13 @@ static PyObject *hs_py_ev_poll(PyObject *self, PyObject *const *args, Py_ssize_t
     if (loop < 0)
         return PyList_New(0);
     int timeout_ms = timeout < 0 ? -1 : (timeout > INT_MAX ? INT_MAX : (int)timeout);
+    /* On the stack, not static: another thread may run its own loop while this one waits. */
+    hs_event events[HS_SOCK_MAX_EVENTS];
     /* Ready events are collected without releasing the GIL; only a real wait releases it. */
-    int n = hs_ev_wait(loop, hs_socket_events, HS_SOCK_MAX_EVENTS, 0);
+    int n = hs_ev_wait(loop, events, HS_SOCK_MAX_EVENTS, 0);
     if (n == 0 && timeout_ms != 0) {
         Py_BEGIN_ALLOW_THREADS
-        n = hs_ev_wait(loop, hs_socket_events, HS_SOCK_MAX_EVENTS, timeout_ms);
+        n = hs_ev_wait(loop, events, HS_SOCK_MAX_EVENTS, timeout_ms);
         Py_END_ALLOW_THREADS
         if (n == 0 && PyErr_CheckSignals() < 0) /* a signal cut the wait short: run its handler */
             return NULL;
@@ -350,8 +353,8 @@ static PyObject *hs_py_ev_poll(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     for (int i = 0; i < n; i++) {
         PyObject *pair = PyTuple_New(2);
-        PyObject *fd_obj = PyLong_FromLong(hs_socket_events[i].fd);
-        PyObject *flags_obj = PyLong_FromLong(hs_socket_events[i].flags);
+        PyObject *fd_obj = PyLong_FromLong(events[i].fd);
+        PyObject *flags_obj = PyLong_FromLong(events[i].flags);
         if (!pair || !fd_obj || !flags_obj) {
             Py_XDECREF(pair);
             Py_XDECREF(fd_obj);
