@@ -9,6 +9,9 @@
  * EOF is read by recv) plus HS_EV_ERROR when the kernel gives an error code
  * in fflags. A change that fails comes back with EV_ERROR and the errno in
  * data; every kevent() call that registers changes asks for those receipts.
+ * hs_ev_add/hs_ev_mod first ask the kernel whether fd is registered, so they
+ * fail like epoll's (EEXIST / ENOENT); a registration with no flags registers
+ * nothing (kqueue has no empty filter), unlike epoll.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,11 +23,18 @@
 
 #include "hs_event.h"
 
+#ifndef EV_RECEIPT
+#error "this kqueue has no EV_RECEIPT: build with HYPERSONIC_EVENT_BACKEND=poll"
+#endif
+
 /* Kernel events fetched per kevent() wait (the caller's max caps it further). */
 #define HS_KQUEUE_BATCH 512
 /* Milliseconds per second, nanoseconds per millisecond (timeout conversion). */
 #define HS_MS_PER_S 1000
 #define HS_NS_PER_MS 1000000L
+
+/* Change calls never wait: with EV_RECEIPT they return at once anyway. */
+static const struct timespec hs_kq_no_wait = {0, 0};
 
 HS_API const char *hs_ev_backend(void) { return "kqueue"; }
 
@@ -46,7 +56,8 @@ HS_API int hs_ev_create(void)
 /*
  * Apply up to two changes and collect their receipts (EV_RECEIPT makes
  * kevent() return one entry per change, with data = 0 or an errno).
- * A receipt whose errno equals ignore_errno is not a failure. Returns 0, or -1 with errno from the first real failure.
+ * A receipt whose errno equals ignore_errno is not a failure. Returns 0, or
+ * -1 with errno from the first real failure.
  */
 static int hs_kq_apply(int loop, struct kevent *changes, int n, int ignore_errno)
 {
@@ -55,7 +66,7 @@ static int hs_kq_apply(int loop, struct kevent *changes, int n, int ignore_errno
         changes[i].flags |= EV_RECEIPT;
     int got;
     do {
-        got = kevent(loop, changes, n, receipts, n, NULL);
+        got = kevent(loop, changes, n, receipts, n, &hs_kq_no_wait);
     } while (got < 0 && errno == EINTR);
     if (got < 0)
         return -1;
@@ -68,9 +79,53 @@ static int hs_kq_apply(int loop, struct kevent *changes, int n, int ignore_errno
     return 0;
 }
 
+/*
+ * 1 when fd has a read or write filter in loop, 0 when it has none, -1 on
+ * error. EV_ENABLE without EV_ADD fails with ENOENT for an absent filter and
+ * is a no-op for a present one (filters here are never disabled), so this
+ * asks the kernel without changing anything: no user-space registry that
+ * could go stale when an fd is closed behind our back.
+ */
+static int hs_kq_registered(int loop, int fd)
+{
+    struct kevent probes[2];
+    struct kevent receipts[2];
+    EV_SET(&probes[0], (uintptr_t)fd, EVFILT_READ, EV_ENABLE | EV_RECEIPT, 0, 0, NULL);
+    EV_SET(&probes[1], (uintptr_t)fd, EVFILT_WRITE, EV_ENABLE | EV_RECEIPT, 0, 0, NULL);
+    int got;
+    do {
+        got = kevent(loop, probes, 2, receipts, 2, &hs_kq_no_wait);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0)
+        return -1;
+    int present = 0;
+    for (int i = 0; i < got; i++) {
+        if (!(receipts[i].flags & EV_ERROR) || receipts[i].data == 0)
+            present = 1;
+        else if (receipts[i].data != ENOENT) {
+            errno = (int)receipts[i].data;
+            return -1;
+        }
+    }
+    return present;
+}
+
 /* Register exactly the filters in flags and remove the others. */
 static int hs_kq_set(int loop, int fd, int flags, int adding)
 {
+    /* Same contract as epoll: add fails with EEXIST when fd is registered,
+     * mod with ENOENT when it is not. */
+    int present = hs_kq_registered(loop, fd);
+    if (present < 0)
+        return -1;
+    if (adding && present) {
+        errno = EEXIST;
+        return -1;
+    }
+    if (!adding && !present) {
+        errno = ENOENT;
+        return -1;
+    }
     struct kevent changes[2];
     int n = 0;
     if (flags & HS_EV_READ)
@@ -98,7 +153,7 @@ HS_API int hs_ev_del(int loop, int fd)
     EV_SET(&changes[1], (uintptr_t)fd, EVFILT_WRITE, EV_DELETE | EV_RECEIPT, 0, 0, NULL);
     int got;
     do {
-        got = kevent(loop, changes, 2, receipts, 2, NULL);
+        got = kevent(loop, changes, 2, receipts, 2, &hs_kq_no_wait);
     } while (got < 0 && errno == EINTR);
     if (got < 0)
         return -1;
