@@ -187,6 +187,8 @@ static int hs_server_answer(hs_server *s, hs_conn *c)
         goto done;
     }
     hs_span params[HS_MAX_PARAMS];
+    params[0].p = NULL; /* only params[0..nparams) are read; this keeps -Wmaybe-uninitialized quiet */
+    params[0].len = 0;
     int nparams = 0;
     int node_index = hs_route_lookup(r->path, r->path_len, params, &nparams);
     if (node_index < 0) {
