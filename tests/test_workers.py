@@ -554,3 +554,32 @@ def test_listen_address_url_brackets_ipv6_and_resolves_port_zero() -> None:
     assert _supervisor.resolve_listen_address("", 8080).url == "http://0.0.0.0:8080"
     if ipv6_loopback_available():
         assert _supervisor.resolve_listen_address("::1", 8080).url == "http://[::1]:8080"
+
+
+def test_second_sigint_kills_workers_without_waiting_for_the_drain(tmp_path: Path) -> None:
+    with Server(tmp_path, "standin", workers=1) as server:
+        server.wait_until_serving()
+        marker = tmp_path / "stuck-started"
+        thread = threading.Thread(
+            target=lambda: _swallow(lambda: server.request(f"/slow?seconds=60&marker={marker}")), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + WAIT_LIMIT_SECONDS
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert marker.exists(), server.stderr
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGINT)
+        while "received SIGINT" not in server.stderr and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "received SIGINT" in server.stderr
+        os.kill(server.proc.pid, signal.SIGINT)
+        assert server.wait_exit(DRAIN_TIMEOUT + 10.0) == 0, server.stderr
+        assert "second SIGINT: killing 1 worker(s)" in server.stderr
+        thread.join(WAIT_LIMIT_SECONDS)
+
+
+def _swallow(call) -> None:  # type: ignore[no-untyped-def]
+    try:
+        call()
+    except Exception:  # the connection is cut on purpose
+        pass

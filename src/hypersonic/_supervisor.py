@@ -677,7 +677,11 @@ class _Supervisor:
             self._wait(min(remaining, IDLE_POLL_SECONDS))
             self._reap(block=False)
         stragglers = self._live_pids()
-        if stragglers:
+        if stragglers and self.force_kill:
+            log.warning("second SIGINT: killing %d worker(s) without waiting for the drain",
+                        len(stragglers))
+            self._kill_all(signal.SIGKILL)
+        elif stragglers:
             log.warning("killing %d worker(s) still running after the drain: %s",
                         len(stragglers), ", ".join(map(str, stragglers)))
             self._kill_all(signal.SIGKILL)
