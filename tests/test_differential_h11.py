@@ -33,7 +33,7 @@ import os
 import socket
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -48,8 +48,8 @@ from hypothesis import strategies as st  # noqa: E402
 
 _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
 _SCALE = {"long": 40, "ci": 1}.get(_PROFILE, 1)
-VALID_EXAMPLES = 200 * _SCALE
-INVALID_EXAMPLES = 400 * _SCALE
+VALID_EXAMPLES = 150 * _SCALE
+INVALID_EXAMPLES = 300 * _SCALE
 
 
 def _budget(n: int) -> settings:
@@ -257,6 +257,9 @@ HEXDIG = DIGIT + "abcdefABCDEF"
 FRAMING_NAMES = {"host", "content-length", "transfer-encoding", "connection", "expect", "upgrade", "te",
                  "keep-alive", "trailer"}
 
+#: Source of large bodies (every byte value, cheap to slice).
+_PATTERN = bytes(range(256)) * 300
+
 tokens = st.text(alphabet=TCHAR, min_size=1, max_size=12)
 methods = st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
                     tokens.filter(lambda t: t.upper() not in ("CONNECT", "PRI")))
@@ -270,8 +273,8 @@ hosts = st.text(alphabet=ALPHA + DIGIT + "-.", min_size=1, max_size=12)
 
 
 @st.composite
-def targets(draw: Any) -> str:
-    target = draw(paths)
+def targets(draw: Any, path_strategy: Any = paths) -> str:
+    target = draw(path_strategy)
     if draw(st.booleans()):
         target += "?" + draw(queries)
     if draw(st.integers(0, 9)) == 0:  # absolute-form, RFC 9112 3.2.2
@@ -308,9 +311,10 @@ def header_line(draw: Any, name: str, value: bytes) -> bytes:
 
 
 @st.composite
-def valid_requests(draw: Any, allow_close: bool) -> GeneratedRequest:
-    method = draw(methods)
-    target = draw(targets())
+def valid_requests(draw: Any, allow_close: bool, target_strategy: Any = None,
+                   method_strategy: Any = None) -> GeneratedRequest:
+    method = draw(method_strategy if method_strategy is not None else methods)
+    target = draw(target_strategy if target_strategy is not None else targets())
     version = draw(st.sampled_from([b"1.1", b"1.1", b"1.0"]))
     lines: List[bytes] = []
     if version == b"1.1" or draw(st.booleans()):
@@ -331,7 +335,9 @@ def valid_requests(draw: Any, allow_close: bool) -> GeneratedRequest:
         else:
             for t in conn_tokens:
                 lines.append(draw(header_line("Connection", random_case(draw, t).encode())))
-    body = draw(st.binary(max_size=300))
+    body = draw(st.one_of(st.binary(max_size=300),
+                          # now and then larger than one read chunk (16 KiB): buffer growth, memmove
+                          st.integers(16_000, 70_000).map(lambda n: _PATTERN[n % 251:n % 251 + n])))
     framing = draw(st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else ["none", "length"]))
     if framing == "none":
         body = b""
@@ -369,10 +375,11 @@ def chunked_encoding(draw: Any, body: bytes) -> bytes:
 
 
 @st.composite
-def pipelines(draw: Any) -> List[GeneratedRequest]:
+def pipelines(draw: Any, target_strategy: Any = None, method_strategy: Any = None) -> List[GeneratedRequest]:
     """1-3 requests; only the last may end the connection."""
     count = draw(st.integers(1, 3))
-    return [draw(valid_requests(allow_close=(i == count - 1))) for i in range(count)]
+    return [draw(valid_requests(allow_close=(i == count - 1), target_strategy=target_strategy,
+                                method_strategy=method_strategy)) for i in range(count)]
 
 
 @st.composite
@@ -486,3 +493,133 @@ def test_oracle_rejects_what_it_should() -> None:
     two = h11_parse(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n", ident)
     assert [r.target for r in two.requests] == ["/a", "/b"]
     assert [r.keep_alive for r in two.requests] == [1, 0]
+
+
+# --------------------------------------------------------------------------
+# Through the server: what a dynamic handler sees (method, path, query,
+# every header field, body) equals what h11 reads from the same bytes.
+# --------------------------------------------------------------------------
+
+ECHO_APP = """
+import base64
+from hypersonic import Hypersonic
+
+app = Hypersonic(max_request_size=1024 * 1024)
+
+def echo(req):
+    return {"method": req.method, "path": req.path, "query": req.query_string, "seg": req.param("seg"),
+            "headers": [[n, v] for n, v in req.headers.items_all()],
+            "body": base64.b64encode(req.body).decode()}
+
+for method in ("get", "post", "put", "delete", "patch", "options"):
+    getattr(app, method)("/e/:seg", echo)
+"""
+
+ROUTE_METHODS = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+echo_paths = pchar_runs.filter(bool).map(lambda seg: "/e/" + seg)
+#: Seconds any read from the echo server may block.
+SERVER_IO_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A server subprocess whose dynamic routes echo the request as JSON; yields the port."""
+    from _server_util import start_app
+
+    server = start_app(ECHO_APP, tmp_path_factory.mktemp("diff_echo"), workers=1)
+    try:
+        yield server.port
+    finally:
+        server.stop()
+
+
+def _read_framed_responses(sock: socket.socket, count: int) -> List[Tuple[int, bytes]]:
+    """Read exactly `count` Content-Length framed responses (bounded by the socket timeout)."""
+    import re
+
+    buf = b""
+    out: List[Tuple[int, bytes]] = []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"server closed after {len(out)} of {count} responses"
+            buf += chunk
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+        assert length, head
+        n = int(length.group(1))
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            assert chunk, "server closed mid-body"
+            buf += chunk
+        out.append((status, buf[:n]))
+        buf = buf[n:]
+    assert not buf, f"unexpected extra bytes after {count} responses: {buf[:200]!r}"
+    return out
+
+
+def _h11_view(data: bytes) -> List[Dict[str, Any]]:
+    """What h11 reads from data, in the echo route's shape (names lowercased)."""
+    import base64
+
+    views = []
+    rest = data
+    for _ in range(8):
+        while rest.startswith(b"\r\n"):
+            rest = rest[2:]
+        if not rest:
+            break
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(rest)
+        head: Any = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            assert event is not h11.NEED_DATA
+            if isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        target = head.target.decode("latin-1")
+        lower = target.lower()
+        if lower.startswith(("http://", "https://")):
+            after = target.split("://", 1)[1]
+            cut = min([i for i in (after.find("/"), after.find("?")) if i >= 0], default=len(after))
+            target = after[cut:]
+        path, _, query = target.partition("?")
+        views.append({"method": head.method.decode(), "path": path, "query": query,
+                      "headers": [[n.decode("latin-1").lower(), v.decode("latin-1")]
+                                  for n, v in head.headers.raw_items()],
+                      "body": base64.b64encode(bytes(body)).decode()})
+        rest = conn.trailing_data[0]
+    return views
+
+
+@_budget(max(40, VALID_EXAMPLES // 2))
+@given(data=st.data())
+def test_handler_sees_the_request_h11_reads(echo_server: int, data: Any) -> None:
+    import json
+
+    pipeline = data.draw(pipelines(target_strategy=targets(echo_paths), method_strategy=ROUTE_METHODS),
+                         label="pipeline")
+    stream = b"".join(r.raw for r in pipeline)
+    pieces = data.draw(split_points(stream), label="pieces")
+    expected = _h11_view(stream)
+    assert len(expected) == len(pipeline)
+    with socket.create_connection(("127.0.0.1", echo_server), timeout=SERVER_IO_TIMEOUT) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+        responses = _read_framed_responses(sock, len(pipeline))
+    for (status, body), want in zip(responses, expected):
+        assert status == 200, body[:300]
+        got = json.loads(body)
+        del got["seg"]
+        got["headers"] = [[n.lower(), v] for n, v in got["headers"]]
+        for fields in (got["headers"], want["headers"]):  # h11 lowercases this one value
+            for field in fields:
+                if field[0] == "transfer-encoding":
+                    field[1] = field[1].lower()
+        assert got == want
