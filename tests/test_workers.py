@@ -148,6 +148,11 @@ if SIMULATE_WORKER_BIND_FAILURE:
     def _fail(address, backlog=0):
         raise _supervisor.ServerStartupError("simulated: worker could not open its listener")
     _supervisor.open_listener = _fail
+if ATEXIT_MARKER:
+    import atexit, os
+    atexit.register(lambda: open(ATEXIT_MARKER, "a").write(f"atexit in {os.getpid()}\\n"))
+if PRE_SERVE_STDOUT:
+    sys.stdout.write(PRE_SERVE_STDOUT)  # left in the stdio buffer (stdout is a file)
 _supervisor.serve(app, LISTEN_HOST, PORT, WORKERS)
 logging.getLogger("test").info("supervisor returned")
 '''
@@ -192,7 +197,8 @@ class Server:
 
     def __init__(self, tmp_path: Path, kind: str, *, host: str = "127.0.0.1", workers: int = 2,
                  port: Optional[int] = None, crash: str = "",
-                 simulate_worker_bind_failure: bool = False) -> None:
+                 simulate_worker_bind_failure: bool = False, atexit_marker: str = "",
+                 pre_serve_stdout: str = "", unbuffered: bool = True) -> None:
         self.tmp_path = tmp_path
         self.host = host
         self.port = port if port is not None else free_port("::1" if ":" in host else "127.0.0.1")
@@ -205,18 +211,25 @@ class Server:
             CRASH = {crash!r}
             CACHE_DIR = {str(tmp_path.parent / "hs-cache")!r}
             SIMULATE_WORKER_BIND_FAILURE = {simulate_worker_bind_failure!r}
+            ATEXIT_MARKER = {atexit_marker!r}
+            PRE_SERVE_STDOUT = {pre_serve_stdout!r}
         """)
         body = STANDIN_APP if kind == "standin" else REAL_APP
         self.script = tmp_path / f"server_{kind}.py"
         self.script.write_text(header + textwrap.dedent(body) + textwrap.dedent(RUNNER))
         self.stderr_path = tmp_path / "server.stderr"
+        self.stdout_path = tmp_path / "server.stdout"
+        self.unbuffered = unbuffered
         self.proc: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "Server":
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.stderr_path, "wb") as err:
+        env = dict(os.environ)
+        env.pop("PYTHONUNBUFFERED", None)
+        if self.unbuffered:
+            env["PYTHONUNBUFFERED"] = "1"
+        with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, str(self.script)], cwd=self.tmp_path,
-                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          env=env, start_new_session=True)
         return self
 
@@ -583,3 +596,21 @@ def _swallow(call) -> None:  # type: ignore[no-untyped-def]
         call()
     except Exception:  # the connection is cut on purpose
         pass
+
+
+def test_workers_skip_atexit_handlers_and_do_not_repeat_buffered_output(tmp_path: Path) -> None:
+    marker = tmp_path / "atexit.log"
+    with Server(tmp_path, "standin", workers=2, atexit_marker=str(marker),
+                pre_serve_stdout="written once before the fork", unbuffered=False) as server:
+        server.wait_until_serving()
+        pids = server.worker_pids(expected=2)
+        assert len(pids) == 2
+        os.kill(min(pids), signal.SIGKILL)  # a replacement is forked too
+        assert len(server.worker_pids(expected=1, exclude=pids)) == 1, server.stderr
+        os.kill(max(pids), signal.SIGTERM)  # a worker that exits normally: replaced as well
+        assert len(server.worker_pids(expected=2, exclude={min(pids), max(pids)})) == 2, server.stderr
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGTERM)
+        assert server.wait_exit(DRAIN_TIMEOUT + 10.0) == 0, server.stderr
+        assert marker.read_text().splitlines() == [f"atexit in {server.proc.pid}"]
+        assert server.stdout_path.read_text().count("written once before the fork") == 1
