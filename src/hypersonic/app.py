@@ -19,8 +19,6 @@ import inspect
 import logging
 import os
 import re
-import signal
-import socket
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
@@ -397,28 +395,13 @@ class Hypersonic:
             raise TypeError(f"host must be a str, not {type(host).__name__}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-        if workers > 1:
-            from . import _supervisor
+        from . import _supervisor
 
+        if workers > 1:
             _supervisor.serve(self, host, port, workers)
-            return
-        sock = _listen_socket(host, port)
-        bound = sock.getsockname()
-        static, dynamic = self.route_counts()
-        url_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        log.info(
-            "hypersonic serving on http://%s:%d (workers=1, backend=%s, routes: %d static, %d dynamic)",
-            url_host, bound[1], self.backend(), static, dynamic,
-        )
-        fd = sock.detach()
-        previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda signum, frame: self._request_stop())
-        try:
-            self._serve_worker(fd)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        else:
+            # Same listener, startup line and SIGTERM/SIGINT -> _request_stop contract as a worker.
+            _supervisor.serve_in_process(self, host, port)
 
 
 def _backend_defines() -> Dict[str, Optional[str]]:
@@ -430,33 +413,6 @@ def _backend_defines() -> Dict[str, Optional[str]]:
     if requested not in ("", "epoll", "kqueue", "native"):
         raise ValueError(f"HYPERSONIC_EVENT_BACKEND={requested!r}: expected epoll, kqueue or poll")
     return {}
-
-
-def _listen_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking listening TCP socket with SO_REUSEADDR and SO_REUSEPORT
-    (hs_listen_tcp semantics: "" means every IPv4 interface, "::" dual-stack)."""
-    infos = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    last: Optional[OSError] = None
-    for family, socktype, proto, _, addr in infos:
-        try:
-            sock = socket.socket(family, socktype, proto)
-        except OSError as exc:
-            last = exc
-            continue
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6 and host == "::":
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(addr)
-            sock.listen(4096)
-            sock.setblocking(False)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    raise last if last is not None else OSError(f"cannot listen on {host}:{port}")
 
 
 def _make_json_encoder() -> Callable[[Any], str]:
