@@ -163,6 +163,20 @@ def custom_options_get():
 def stats(req):
     return app.stats()
 
+@app.get("/bt/static/end")
+def bt_static():
+    return "static end"
+
+@app.get("/bt/:x/other")
+def bt_param(req):
+    return {"x": req.param("x")}
+
+@app.get("/lazy")
+def lazy(req):
+    # nothing was parsed before the handler looked: the caches are still empty
+    return {"parsed": [req._headers is not None, req._query is not None, req._cookies is not None,
+                       req._params is not None, req._form is not None]}
+
 @app.get("/sleep")
 def sleep(req):
     time.sleep(float(req.query_param("s", "0.5")))
@@ -315,6 +329,29 @@ def test_several_parameters_per_route(client: httpx.Client) -> None:
 def test_static_segment_preferred_over_parameter(client: httpx.Client) -> None:
     assert client.get("/users/me").text == "static me"
     assert client.get("/users/mee").json() == {"id": "mee"}
+
+
+def test_static_segment_that_leads_nowhere_backtracks_to_parameter(client: httpx.Client) -> None:
+    assert client.get("/bt/static/end").text == "static end"
+    assert client.get("/bt/static/other").json() == {"x": "static"}
+    assert client.get("/bt/other/other").json() == {"x": "other"}
+    assert client.get("/bt/static/none").status_code == 404
+
+
+def test_request_is_parsed_lazily(client: httpx.Client) -> None:
+    r = client.get("/lazy?a=1", headers={"Cookie": "a=b"})
+    assert r.json() == {"parsed": [False, False, False, False, False]}
+
+
+def test_date_of_baked_responses_is_refreshed(server: ServerProcess) -> None:
+    first = request(server.port, get("/")).header("date")
+    deadline = time.monotonic() + 5
+    second = first
+    while second == first and time.monotonic() < deadline:
+        time.sleep(0.25)
+        second = request(server.port, get("/")).header("date")
+    assert second != first
+    assert email.utils.parsedate_to_datetime(second) > email.utils.parsedate_to_datetime(first)
 
 
 def test_parameter_values_are_percent_decoded(client: httpx.Client) -> None:
