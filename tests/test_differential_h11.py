@@ -560,41 +560,19 @@ def _read_framed_responses(sock: socket.socket, count: int) -> List[Tuple[int, b
 
 
 def _h11_view(data: bytes) -> List[Dict[str, Any]]:
-    """What h11 reads from data, in the echo route's shape (names lowercased)."""
-    import base64
-
-    views = []
+    """Every request h11 reads from data (which must hold only complete, valid ones),
+    in the echo route's shape."""
+    views: List[Dict[str, Any]] = []
     rest = data
     for _ in range(8):
-        while rest.startswith(b"\r\n"):
+        while rest.startswith(b"\r\n"):  # RFC 9112 2.2, as in h11_parse
             rest = rest[2:]
         if not rest:
             break
-        conn = h11.Connection(h11.SERVER)
-        conn.receive_data(rest)
-        head: Any = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            assert event is not h11.NEED_DATA
-            if isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-        target = head.target.decode("latin-1")
-        lower = target.lower()
-        if lower.startswith(("http://", "https://")):
-            after = target.split("://", 1)[1]
-            cut = min([i for i in (after.find("/"), after.find("?")) if i >= 0], default=len(after))
-            target = after[cut:]
-        path, _, query = target.partition("?")
-        views.append({"method": head.method.decode(), "path": path, "query": query,
-                      "headers": [[n.decode("latin-1").lower(), v.decode("latin-1")]
-                                  for n, v in head.headers.raw_items()],
-                      "body": base64.b64encode(bytes(body)).decode()})
-        rest = conn.trailing_data[0]
+        one = _h11_view_one(rest)
+        assert one is not None, "h11 needs more data"
+        view, rest, _ = one
+        views.append(view)
     return views
 
 
@@ -623,3 +601,120 @@ def test_handler_sees_the_request_h11_reads(echo_server: int, data: Any) -> None
                 if field[0] == "transfer-encoding":
                     field[1] = field[1].lower()
         assert got == want
+
+
+def _read_until_eof(sock: socket.socket, timeout: float) -> Tuple[bytes, bool]:
+    """Everything until the server closes; (data, closed) -- bounded by timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    data = b""
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            return data, False
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+@_budget(max(40, INVALID_EXAMPLES // 4))
+@given(data=st.data())
+def test_server_answers_mutated_requests_only_as_h11_reads_them(echo_server: int, data: Any) -> None:
+    """Over TCP, after a half-close: every 2xx answer is to a request h11 reads identically."""
+    import json
+    import re
+
+    request = data.draw(valid_requests(allow_close=True, target_strategy=targets(echo_paths),
+                                       method_strategy=ROUTE_METHODS), label="request")
+    stream = data.draw(mutate(request.raw), label="mutated")
+    with socket.create_connection(("127.0.0.1", echo_server), timeout=SERVER_IO_TIMEOUT) as sock:
+        sock.sendall(stream)
+        sock.shutdown(socket.SHUT_WR)
+        raw, closed = _read_until_eof(sock, SERVER_IO_TIMEOUT)
+    assert closed, f"server kept the connection open after the client's FIN: {raw[:300]!r}"
+    partial = _h11_prefix(stream)
+    answered = 0
+    pos = 0
+    while pos < len(raw):
+        head_end = raw.find(b"\r\n\r\n", pos)
+        assert head_end > 0, f"unframed bytes: {raw[pos:pos + 200]!r}"
+        head = raw[pos:head_end]
+        status = int(head[9:12])
+        length = int(re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE).group(1))
+        body = raw[head_end + 4:head_end + 4 + length]
+        pos = head_end + 4 + length
+        if 200 <= status < 300:
+            got = json.loads(body)
+            del got["seg"]
+            got["headers"] = [[n.lower(), v] for n, v in got["headers"]]
+            assert answered < len(partial), f"2xx to a request h11 does not read: {got} from {stream[:500]!r}"
+            want = partial[answered]
+            for fields in (got["headers"], want["headers"]):
+                for field in fields:
+                    if field[0] == "transfer-encoding":
+                        field[1] = field[1].lower()
+            assert got == want, f"misread request from {stream[:500]!r}"
+        else:
+            assert 400 <= status <= 599 and status not in (500,), f"status {status}: {body[:200]!r}"
+            if status not in (404, 405):  # only "no such route" keeps the connection
+                assert pos == len(raw), "an error response was followed by another response"
+        answered += 1
+
+
+def _h11_prefix(data: bytes) -> List[Dict[str, Any]]:
+    """The requests h11 reads from data before its first error or missing byte."""
+    views: List[Dict[str, Any]] = []
+    rest = data
+    for _ in range(8):
+        while rest.startswith(b"\r\n"):
+            rest = rest[2:]
+        if not rest:
+            break
+        try:
+            one = _h11_view_one(rest)
+        except h11.RemoteProtocolError:
+            break
+        if one is None:
+            break
+        view, rest, keep_alive = one
+        views.append(view)
+        if not keep_alive:
+            break
+    return views
+
+
+def _h11_view_one(data: bytes) -> Optional[Tuple[Dict[str, Any], bytes, int]]:
+    """(view, bytes after the request, RFC keep-alive) of the first request, None if incomplete;
+    raises h11.RemoteProtocolError when h11 rejects it."""
+    import base64
+
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    head: Any = None
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Request):
+            head = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            break
+    target = head.target.decode("latin-1")
+    if target.lower().startswith(("http://", "https://")):
+        after = target.split("://", 1)[1]
+        cut = min([i for i in (after.find("/"), after.find("?")) if i >= 0], default=len(after))
+        target = after[cut:]
+    path, _, query = target.partition("?")
+    view = {"method": head.method.decode(), "path": path, "query": query,
+            "headers": [[n.decode("latin-1").lower(), v.decode("latin-1")] for n, v in head.headers.raw_items()],
+            "body": base64.b64encode(bytes(body)).decode()}
+    return view, conn.trailing_data[0], rfc_keep_alive(head.http_version, head.headers.raw_items())
