@@ -130,6 +130,14 @@ def boom(req):
 def none(req):
     return None
 
+@app.get("/unserialisable")
+def unserialisable(req):
+    return {"x": object()}
+
+@app.get("/nested-json")
+def nested_json(req):
+    return [{"k": "\u00e9", "n": None, "f": 1.5, "t": True, "l": [1, {"a": []}]}]
+
 @app.get("/big")
 def big(req):
     return b"0123456789abcdef" * (4 * 1024 * 1024 // 16)
@@ -305,6 +313,13 @@ def test_handler_exception_is_500_without_detail_and_logged(server: ServerProces
 
 def test_dynamic_handler_returning_none_is_500(client: httpx.Client) -> None:
     assert client.get("/none").status_code == 500
+
+
+def test_unserialisable_result_is_500_and_nested_json_is_exact(client: httpx.Client) -> None:
+    assert client.get("/unserialisable").status_code == 500
+    r = client.get("/nested-json")
+    assert r.content == '[{"k":"\u00e9","n":null,"f":1.5,"t":true,"l":[1,{"a":[]}]}]'.encode()
+    assert r.json() == [{"k": "é", "n": None, "f": 1.5, "t": True, "l": [1, {"a": []}]}]
 
 
 def test_bad_json_is_400(client: httpx.Client) -> None:

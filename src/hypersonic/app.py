@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar,
 from . import _codegen
 from ._codegen import METHODS, RouteSpec
 from .request import BadRequest, Request
-from .response import APPLICATION_JSON, TEXT_PLAIN, _normalize_headers, finalize
+from .response import APPLICATION_JSON, TEXT_PLAIN, _normalize_headers, finalize, json_chunks
 
 __all__ = ["Hypersonic", "DEFAULT_SECURITY_HEADERS", "DEFAULT_MAX_REQUEST_SIZE"]
 
@@ -333,7 +333,7 @@ class Hypersonic:
         )
         module.configure(
             handlers=tuple(handlers), takes_request=tuple(takes), param_names=tuple(names),
-            request_type=Request, bad_request=BadRequest, json_encode=_JSON_ENCODER, finalize=self._finalize,
+            request_type=Request, bad_request=BadRequest, json_encode=json_chunks, finalize=self._finalize,
             on_error=self._on_handler_error, max_connections=self.max_connections,
             max_body=self.max_request_size, keepalive_ms=int(self.keepalive_timeout * 1000),
             recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
@@ -413,12 +413,3 @@ def _backend_defines() -> Dict[str, Optional[str]]:
     if requested not in ("", "epoll", "kqueue", "native"):
         raise ValueError(f"HYPERSONIC_EVENT_BACKEND={requested!r}: expected epoll, kqueue or poll")
     return {}
-
-
-def _make_json_encoder() -> Callable[[Any], str]:
-    import json
-
-    return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-_JSON_ENCODER = _make_json_encoder()

@@ -183,7 +183,13 @@ class Request:
 
     def param(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The path parameter ``name`` (percent-decoded), or ``default``."""
-        return self.params.get(name, default)
+        names = self._param_names
+        if names:
+            for i, known in enumerate(names):
+                if known == name:
+                    value = self._param_values[i]
+                    return unquote(value) if "%" in value else value
+        return default
 
     # -- query string ----------------------------------------------------
     @property

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._status import MAX_STATUS, MIN_STATUS, status_has_no_body
 
@@ -38,12 +38,34 @@ _BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # computed from the body; the server does not use transfer codings in responses).
 _SERVER_OWNED = frozenset({"content-length", "transfer-encoding"})
 
-_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+def _json_default(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_json_chunks() -> Callable[[Any, int], Any]:
+    """The JSON encoder the C loop calls as ``f(value, 0)``: it returns the text
+    or a sequence of text chunks (the C joins them). Compact separators, UTF-8
+    (no ASCII escaping). Uses the json module's C encoder directly when present,
+    which avoids JSONEncoder.encode's per-call Python setup."""
+    try:
+        from json.encoder import c_make_encoder, encode_basestring
+    except ImportError:  # pragma: no cover - CPython always has _json
+        c_make_encoder = None
+    if c_make_encoder is None:  # pragma: no cover
+        encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+        return lambda value, _level=0: encoder.encode(value)
+    # markers=None: no circular-reference bookkeeping; a cycle ends in RecursionError (-> 500)
+    return c_make_encoder(None, _json_default, encode_basestring, None, ":", ",", False, False, True)
+
+
+#: f(value, 0) -> str or sequence of str chunks; see _make_json_chunks.
+json_chunks = _make_json_chunks()
 
 
 def encode_json(value: Any) -> bytes:
     """Compact UTF-8 JSON, the encoding used for dict/list results."""
-    return _json_encoder.encode(value).encode("utf-8")
+    chunks = json_chunks(value, 0)
+    return (chunks if isinstance(chunks, str) else "".join(chunks)).encode("utf-8")
 
 
 def _normalize_headers(headers: HeadersArg) -> List[Tuple[str, str]]:

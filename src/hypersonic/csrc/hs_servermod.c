@@ -62,7 +62,8 @@ static struct {
     PyTypeObject *request_type;
     Py_ssize_t slot_offset[HS_SLOT_COUNT];
     PyObject *bad_request;          /* exception class answered 400 */
-    PyObject *json_encode;          /* obj -> str */
+    PyObject *json_encode;          /* (obj, 0) -> str or sequence of str chunks */
+    PyObject *zero;                 /* the int 0 */
     PyObject *finalize;             /* result -> (status, header block bytes, body bytes) */
     PyObject *on_error;             /* (exc, status, method, path) -> None: logs */
     PyObject *method_names[HS_M_COUNT];
@@ -213,13 +214,17 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
         block = hs_app_text_block;
         block_len = sizeof(hs_app_text_block) - 1;
     } else if (PyDict_CheckExact(result) || PyList_CheckExact(result)) {
-        tmp = PyObject_Vectorcall(g.json_encode, &result, 1, NULL);
-        if (!tmp)
+        PyObject *args[2] = {result, g.zero};
+        PyObject *chunks = PyObject_Vectorcall(g.json_encode, args, 2, NULL);
+        if (!chunks)
             return -2;
-        if (!PyUnicode_Check(tmp)) {
-            Py_DECREF(tmp);
-            PyErr_SetString(PyExc_TypeError, "JSON encoder did not return str");
-            return -2;
+        if (PyUnicode_Check(chunks)) {
+            tmp = chunks;
+        } else {
+            tmp = PyUnicode_Join(g.empty_str, chunks);
+            Py_DECREF(chunks);
+            if (!tmp)
+                return -2;
         }
         body = PyUnicode_AsUTF8AndSize(tmp, &body_len);
         if (!body) {
@@ -513,6 +518,8 @@ PyMODINIT_FUNC HS_PYINIT(void)
     if (!g.empty_bytes && !(g.empty_bytes = PyBytes_FromStringAndSize(NULL, 0)))
         goto fail;
     if (!g.empty_tuple && !(g.empty_tuple = PyTuple_New(0)))
+        goto fail;
+    if (!g.zero && !(g.zero = PyLong_FromLong(0)))
         goto fail;
     if (PyModule_AddIntConstant(m, "NUM_BAKED", HS_APP_NUM_BAKED) < 0)
         goto fail;
