@@ -591,22 +591,21 @@ class _Supervisor:
     # -- reaping and restarting ------------------------------------------------------
 
     def _reap(self, block: bool) -> None:
-        """Collect every finished worker; with ``block`` wait for all of them."""
-        while any(slot.pid is not None for slot in self.slots):
-            try:
-                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                for slot in self.slots:
-                    slot.pid = None
-                return
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
+        """Collect every finished worker; with ``block`` wait for all of them.
+
+        Waits on the workers' own PIDs, never ``-1``: other children of this
+        process (the app's subprocesses) are not ours to reap.
+        """
+        for slot in self.slots:
+            pid = slot.pid
+            if pid is None:
                 continue
-            if pid == 0:
-                return
-            for slot in self.slots:
-                if slot.pid == pid:
-                    self._on_worker_exit(slot, status)
-                    break
+            try:
+                done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:  # already reaped elsewhere: its status is lost
+                done, status = pid, 0
+            if done == pid:
+                self._on_worker_exit(slot, status)
 
     def _on_worker_exit(self, slot: _WorkerSlot, status: int) -> None:
         pid = slot.pid
