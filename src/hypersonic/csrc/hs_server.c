@@ -101,6 +101,11 @@ static void hs_server_close(hs_server *s, hs_conn *c)
     c->rbuf.len = 0;
     c->wbuf.len = 0;
     c->wpos = 0;
+    /* Keep ordinary buffers for the next connection on this slot; drop unusually large ones. */
+    if (c->rbuf.cap > HS_CONN_KEEP_CAPACITY)
+        hs_buf_free(&c->rbuf);
+    if (c->wbuf.cap > HS_CONN_KEEP_CAPACITY)
+        hs_buf_free(&c->wbuf);
     s->nconns--;
     if (s->nconns < s->max_connections)
         hs_server_listen_on(s);
