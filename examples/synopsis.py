@@ -17,7 +17,7 @@ import argparse
 import os
 import socket
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import hypersonic.socket as hs
 
@@ -80,7 +80,7 @@ def serve(port: int, host: Optional[str] = None) -> int:
         hs.close_fd(listen_fd)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080, help="TCP port (0: any free port; default 8080)")
     parser.add_argument("--host", default=None, help="address to bind (default: every IPv4 interface)")

@@ -153,7 +153,7 @@ def test_environment_selects_the_implementation(socket_cache_dir, env, expected)
         " hs.event_backend())"
     )
     full_env = dict(os.environ, HYPERSONIC_CACHE_DIR=str(socket_cache_dir), **env)
-    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
 
@@ -161,6 +161,6 @@ def test_environment_selects_the_implementation(socket_cache_dir, env, expected)
 def test_unknown_backend_in_environment_is_a_clear_error(socket_cache_dir):
     full_env = dict(os.environ, HYPERSONIC_CACHE_DIR=str(socket_cache_dir), HYPERSONIC_EVENT_BACKEND="select")
     out = subprocess.run([sys.executable, "-c", "import hypersonic.socket"], env=full_env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, check=False)
     assert out.returncode != 0
     assert "HYPERSONIC_EVENT_BACKEND" in out.stderr and "select" in out.stderr

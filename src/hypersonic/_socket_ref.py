@@ -29,7 +29,7 @@ import select
 import socket
 import sys
 from email.utils import formatdate
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = [
     "EV_READ", "EV_WRITE", "EV_ERROR", "RECV_PENDING", "RECV_CLOSED",
@@ -78,6 +78,12 @@ _TARGET_RUN = re.compile(rb"[\x21-\x7e]*")             # VCHAR
 _VALUE_RUN = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")   # field-vchar, SP, HTAB, obs-text
 _OWS_RUN = re.compile(rb"[ \t]*")
 _VERSION_SHAPE = b"HTTP/d.d\r\n"
+
+
+def _run_end(run: "re.Pattern[bytes]", b: bytes, pos: int, end: int) -> int:
+    """End of the run of `run` bytes starting at pos (the patterns match empty runs too)."""
+    m = run.match(b, pos, end)
+    return m.end() if m else pos
 
 
 class ParsedHead:
@@ -180,7 +186,7 @@ def _parse_into(b: bytes, end: int, max_uri: int, max_headers: int, max_body: in
         p += 2
     # method = token, at most MAX_METHOD bytes
     mark = p
-    p = _TCHAR_RUN.match(b, p, min(end, mark + MAX_METHOD + 1)).end()
+    p = _run_end(_TCHAR_RUN, b, p, min(end, mark + MAX_METHOD + 1))
     if p - mark > MAX_METHOD:
         raise _ParseFailure(400)
     if p == end:
@@ -191,7 +197,7 @@ def _parse_into(b: bytes, end: int, max_uri: int, max_headers: int, max_body: in
     p += 1
     # request-target: VCHAR only, at most max_uri bytes (414)
     mark = p
-    p = _TARGET_RUN.match(b, p, end).end()
+    p = _run_end(_TARGET_RUN, b, p, end)
     if p - mark > max_uri:
         raise _ParseFailure(414)
     if p == end:
@@ -240,15 +246,15 @@ def _parse_into(b: bytes, end: int, max_uri: int, max_headers: int, max_body: in
         if len(req.headers) == max_headers:
             raise _ParseFailure(431)
         name_start = p
-        p = _TCHAR_RUN.match(b, p, end).end()
+        p = _run_end(_TCHAR_RUN, b, p, end)
         if p == end:
             raise _RanOut
         if b[p] != 0x3A or p == name_start:
             raise _ParseFailure(400)
         name = b[name_start:p]
-        p = _OWS_RUN.match(b, p + 1, end).end()
+        p = _run_end(_OWS_RUN, b, p + 1, end)
         value_start = p
-        p = _VALUE_RUN.match(b, p, end).end()
+        p = _run_end(_VALUE_RUN, b, p, end)
         if p == end:
             raise _RanOut
         if b[p] != 0x0D:
@@ -667,6 +673,7 @@ def create_listen_socket(port: int, host: Optional[str] = None) -> int:
             raise ValueError("create_listen_socket() argument 'host' contains a NUL character")
     if not 0 <= port <= _PORT_MAX:
         return -1
+    candidates: List[Tuple[int, Any]]
     if not host:
         candidates = [(socket.AF_INET, ("0.0.0.0", port))]
     else:
@@ -874,7 +881,7 @@ class _NotASocket:
         return self.fd
 
 
-def http_recv(fd: int, /) -> Optional[list]:
+def http_recv(fd: int, /) -> Optional[List[Any]]:
     """[method, path, body, keep_alive, fd] for one complete request, else None
     (then http_recv_status tells pending / closed / rejected)."""
     fd = _fd_arg("http_recv", "fd", fd)
