@@ -508,3 +508,12 @@ def test_log_level_reaches_logging(app_dir: Path, tmp_path: Path) -> None:
         wait_serving(loud, port)
         assert loud.stop() == 0
     assert "serving on" in loud.output and "DEBUG" in loud.output
+
+
+@needs_core
+def test_constructor_rejects_bad_option_value_with_its_message(app_dir: Path) -> None:
+    result = subprocess.run(hypersonic_argv("webapp:app", "--keepalive-timeout", "0"), cwd=app_dir,
+                            capture_output=True, text=True, timeout=STARTUP_LIMIT_SECONDS, env=clean_env())
+    assert result.returncode == cli.EXIT_USAGE
+    assert "keepalive_timeout must be > 0" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -377,13 +377,14 @@ def _run(parser: argparse.ArgumentParser, namespace: argparse.Namespace,
         parser.error(str(exc))
     _setup_logging(given.get("log_level", "info"))
     try:
-        app = get_app()
+        app = get_app()  # an exception raised by the app module itself keeps its traceback
         if not _is_hypersonic(app):
             raise AppImportError(f"expected a hypersonic.Hypersonic app, got {type(app).__name__}")
-        apply_app_options(app, given)
+        try:
+            apply_app_options(app, given)
+        except (TypeError, ValueError) as exc:  # the constructor's own validation message
+            raise AppImportError(str(exc)) from None
     except AppImportError as exc:
-        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
-    except (TypeError, ValueError) as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
     return _serve(app, given)
 
