@@ -364,3 +364,11 @@ def test_two_threads_wait_on_their_own_loops_at_once(sock_api):
             c.close()
         for fd in loops + listeners:
             api.close_fd(fd)
+
+
+def test_module_level_calls_are_the_native_functions_themselves():
+    if hs._active is None or hs._active.__name__.endswith("_socket_ref"):
+        pytest.skip("pure-Python reference selected")
+    for name in ("platform", "event_backend", "http_recv", "http_send", "ev_poll"):
+        assert getattr(hs, name) is getattr(hs._active, name)
+        assert type(getattr(hs, name)).__name__ == "builtin_function_or_method"

@@ -164,3 +164,16 @@ def test_unknown_backend_in_environment_is_a_clear_error(socket_cache_dir):
                          text=True, timeout=120, check=False)
     assert out.returncode != 0
     assert "HYPERSONIC_EVENT_BACKEND" in out.stderr and "select" in out.stderr
+
+
+def test_import_compiles_into_the_seeds_default_cache_dir(tmp_path):
+    env = dict(os.environ)
+    for name in ("HYPERSONIC_CACHE_DIR", "HYPERSONIC_JIT", "HYPERSONIC_EVENT_BACKEND"):
+        env.pop(name, None)
+    code = "import hypersonic.socket as hs; print(hs.compile_socket_ops(), hs.event_backend())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == "True"
+    built = list((tmp_path / "_hypersonic_socket_cache").glob("_hs_*"))
+    assert any(p.suffix == ".so" for p in built), built
