@@ -153,7 +153,10 @@ if ATEXIT_MARKER:
     atexit.register(lambda: open(ATEXIT_MARKER, "a").write(f"atexit in {os.getpid()}\\n"))
 if PRE_SERVE_STDOUT:
     sys.stdout.write(PRE_SERVE_STDOUT)  # left in the stdio buffer (stdout is a file)
-_supervisor.serve(app, LISTEN_HOST, PORT, WORKERS)
+if IN_PROCESS:
+    _supervisor.serve_in_process(app, LISTEN_HOST, PORT)
+else:
+    _supervisor.serve(app, LISTEN_HOST, PORT, WORKERS)
 logging.getLogger("test").info("supervisor returned")
 '''
 
@@ -198,7 +201,7 @@ class Server:
     def __init__(self, tmp_path: Path, kind: str, *, host: str = "127.0.0.1", workers: int = 2,
                  port: Optional[int] = None, crash: str = "",
                  simulate_worker_bind_failure: bool = False, atexit_marker: str = "",
-                 pre_serve_stdout: str = "", unbuffered: bool = True) -> None:
+                 pre_serve_stdout: str = "", unbuffered: bool = True, in_process: bool = False) -> None:
         self.tmp_path = tmp_path
         self.host = host
         self.port = port if port is not None else free_port("::1" if ":" in host else "127.0.0.1")
@@ -213,6 +216,7 @@ class Server:
             SIMULATE_WORKER_BIND_FAILURE = {simulate_worker_bind_failure!r}
             ATEXIT_MARKER = {atexit_marker!r}
             PRE_SERVE_STDOUT = {pre_serve_stdout!r}
+            IN_PROCESS = {in_process!r}
         """)
         body = STANDIN_APP if kind == "standin" else REAL_APP
         self.script = tmp_path / f"server_{kind}.py"
@@ -614,3 +618,26 @@ def test_workers_skip_atexit_handlers_and_do_not_repeat_buffered_output(tmp_path
         assert server.wait_exit(DRAIN_TIMEOUT + 10.0) == 0, server.stderr
         assert marker.read_text().splitlines() == [f"atexit in {server.proc.pid}"]
         assert server.stdout_path.read_text().count("written once before the fork") == 1
+
+
+@pytest.mark.parametrize("kind", APP_KINDS)
+def test_serve_in_process_drains_on_sigterm_and_exits_zero(tmp_path: Path, kind: str) -> None:
+    with Server(tmp_path, kind, in_process=True) as server:
+        server.wait_until_serving()
+        assert server.proc is not None
+        assert server.worker_pids(expected=1) == {server.proc.pid}  # no fork
+        parent = server.proc.pid
+        result = _slow_request_during_stop(server, tmp_path, lambda: os.kill(parent, signal.SIGTERM))
+        assert result.get("response") == (200, "slow done"), (result, server.stderr)
+        assert server.wait_exit(DRAIN_TIMEOUT + 10.0) == 0, server.stderr
+        assert "supervisor returned" in server.stderr
+        assert "workers=1" in server.stderr
+
+
+def test_serve_in_process_port_in_use_raises_before_serving(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        with Server(tmp_path, "standin", port=holder.getsockname()[1], in_process=True) as server:
+            assert server.wait_exit(WAIT_LIMIT_SECONDS) != 0
+            assert "address already in use" in server.stderr
