@@ -1,13 +1,16 @@
 """Run the C-level parser tests (tests/c, built with ASan+UBSan) under pytest.
 
 The normal test command therefore covers hs_parser.c's table-driven, prefix,
-guard-page and chunked-decoder tests. ``make test`` prints
-``test_parser: N passed, N failed`` and exits non-zero on any failure.
+guard-page and chunked-decoder tests, built twice (the little-endian SWAR fast
+path and the portable scanners). ``make test`` prints
+``test_parser: N passed, N failed`` (and ``test_parser_portable: ...``) and
+exits non-zero on any failure.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,4 +53,6 @@ def test_c_parser_suite_passes_under_sanitizers(tmp_path: Path) -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"make test failed ({result.returncode}):\n{output[-8000:]}"
-    assert "test_parser:" in output and " 0 failed" in output, output[-8000:]
+    summaries = dict(re.findall(r"^(test_parser\w*): \d+ passed, (\d+) failed$", output, re.MULTILINE))
+    assert set(summaries) == {"test_parser", "test_parser_portable"}, output[-8000:]
+    assert all(failed == "0" for failed in summaries.values()), output[-8000:]

@@ -885,5 +885,9 @@ int main(void)
     test_chunked_table();
     test_chunked_limits();
     test_chunked_after_end_and_error();
+#if HS_SWAR_EXACT
     return test_report("test_parser");
+#else
+    return test_report("test_parser_portable");
+#endif
 }

@@ -109,7 +109,8 @@ static inline uint64_t hs_load_word(const unsigned char *p)
  * the count of trailing zero bits locates it; elsewhere the caller rescans
  * the word with the table.
  */
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && \
+    !defined(HS_PARSER_PORTABLE_SCAN) /* tests build the portable path too */
 #define HS_SWAR_EXACT 1
 #define HS_SWAR_FIRST(mask) ((size_t)__builtin_ctzll(mask) / 8)
 #else
@@ -123,46 +124,52 @@ static inline uint64_t hs_load_word(const unsigned char *p)
 #define HS_VALUE_STOPS(w) (HS_SWAR_HAS_LESS(w, 0x20) | HS_SWAR_HAS_BYTE(w, 0x7F))
 
 /*
- * Advance over bytes of class cls, eight at a time while the SWAR test
- * `stops` finds none, and return the first byte outside cls, or end.
+ * Advance over a run of request-target bytes (in_value 0: 0x21..0x7E) or of
+ * field-value bytes (in_value 1: HTAB, SP, VCHAR, obs-text), eight at a time
+ * while the SWAR test finds no stop byte, and return the first byte outside
+ * the class (for values: CR, LF, another CTL, NUL or DEL), or end. Called
+ * with a constant in_value, so each call site compiles to its own loop.
  */
-#define HS_DEFINE_SCANNER(fn, STOPS, cls)                                                \
-    static inline const unsigned char *fn(const unsigned char *p, const unsigned char *end) \
-    {                                                                                  \
-        for (;;) {                                                                     \
-            uint64_t mask = 0;                                                         \
-            while ((size_t)(end - p) >= HS_WORD_BYTES) {                               \
-                mask = STOPS(hs_load_word(p));                                         \
-                if (mask)                                                              \
-                    break;                                                             \
-                p += HS_WORD_BYTES;                                                    \
-            }                                                                          \
-            if (HS_SWAR_EXACT && mask) {                                               \
-                p += HS_SWAR_FIRST_OR_0(mask);                                         \
-                if (!HS_IS(*p, cls))                                                   \
-                    return p;                                                          \
-                p++; /* a stop byte that belongs to cls (HTAB in a value) */           \
-                continue;                                                              \
-            }                                                                          \
-            const unsigned char *stop = ((size_t)(end - p) >= HS_WORD_BYTES) ? p + HS_WORD_BYTES : end; \
-            while (p < stop && HS_IS(*p, cls))                                         \
-                p++;                                                                   \
-            if (p < stop || p == end)                                                  \
-                return p;                                                              \
-        }                                                                              \
-    }
-
+static inline const unsigned char *hs_scan_run(const unsigned char *p, const unsigned char *end,
+                                               int in_value)
+{
+    const unsigned char cls = in_value ? HS_C_VALUE : HS_C_TARGET;
+    for (;;) {
+        uint64_t mask = 0;
+        while ((size_t)(end - p) >= HS_WORD_BYTES) {
+            uint64_t w = hs_load_word(p);
+            mask = in_value ? HS_VALUE_STOPS(w) : HS_TARGET_STOPS(w);
+            if (mask)
+                break;
+            p += HS_WORD_BYTES;
+        }
 #if HS_SWAR_EXACT
-#define HS_SWAR_FIRST_OR_0(mask) HS_SWAR_FIRST(mask)
-#else
-#define HS_SWAR_FIRST_OR_0(mask) ((size_t)0 * (size_t)(mask))
+        if (mask) {
+            p += HS_SWAR_FIRST(mask);
+            if (!HS_IS(*p, cls))
+                return p;
+            p++; /* a stop byte that belongs to the class (HTAB in a value) */
+            continue;
+        }
 #endif
+        /* fewer than eight bytes left, or a word to rescan with the table */
+        const unsigned char *stop = ((size_t)(end - p) >= HS_WORD_BYTES) ? p + HS_WORD_BYTES : end;
+        while (p < stop && HS_IS(*p, cls))
+            p++;
+        if (p < stop || p == end)
+            return p;
+    }
+}
 
-/* request-target bytes (0x21..0x7E) */
-HS_DEFINE_SCANNER(hs_scan_target, HS_TARGET_STOPS, HS_C_TARGET)
-/* field-value bytes (HTAB, SP, VCHAR, obs-text); stops at CR, LF, other CTLs,
- * NUL and DEL */
-HS_DEFINE_SCANNER(hs_scan_value, HS_VALUE_STOPS, HS_C_VALUE)
+static inline const unsigned char *hs_scan_target(const unsigned char *p, const unsigned char *end)
+{
+    return hs_scan_run(p, end, 0);
+}
+
+static inline const unsigned char *hs_scan_value(const unsigned char *p, const unsigned char *end)
+{
+    return hs_scan_run(p, end, 1);
+}
 
 /* Advance over tchar bytes (field names), four per step with one bound check. */
 static inline const unsigned char *hs_scan_token(const unsigned char *p,
