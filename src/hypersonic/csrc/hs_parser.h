@@ -103,8 +103,9 @@ HS_API int hs_parse_request(const char *buf, size_t len, const hs_limits *lim,
 typedef struct hs_chunked_decoder {
     uint64_t chunk_left;  /* data bytes left in the current chunk */
     uint64_t total;       /* decoded bytes so far (caller compares to max_body) */
-    size_t line_bytes;    /* bytes seen of the current size/trailer line (limits) */
-    size_t trailer_bytes; /* bytes of trailer section so far (limit: max_head) */
+    size_t line_bytes;    /* bytes seen of the current size line (limit: HS_CHUNK_MAX_LINE) */
+    size_t trailer_bytes; /* bytes of trailer section so far (limit: HS_CHUNK_MAX_TRAILER,
+                             = HS_DEFAULT_MAX_HEAD; the decoder is not given lim) */
     int state;            /* private */
     int digits;           /* private: hex digits seen in the size */
 } hs_chunked_decoder;
@@ -122,6 +123,11 @@ HS_API void hs_chunked_init(hs_chunked_decoder *d);
  * chunk (bad or overlong hex size, size overflow, missing CRLF, bare LF,
  * chunk-extension or trailers over the limits, d->total over max_body, which
  * the caller answers 413 when d->total > max_body and 400 otherwise).
+ * Limits (hs_parser.c): at most HS_CHUNK_MAX_SIZE_DIGITS (16) hex digits per
+ * size, HS_CHUNK_MAX_LINE (4096) bytes per size line before its CRLF,
+ * HS_CHUNK_MAX_TRAILER bytes of trailer section. A chunk size that would take
+ * d->total over max_body fails as soon as its digits arrive. Errors are
+ * sticky; after the end every further byte is returned as "after the body".
  */
 HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
                                  uint64_t max_body);
