@@ -39,6 +39,10 @@ def counted():
     static_calls.append(1)
     return f"static handler ran {len(static_calls)} time(s)"
 
+@app.get("/static-big")
+def static_big():
+    return bytes(range(256)) * 4096  # every byte value, 1 MiB, baked into C
+
 @app.get("/bytes")
 def raw_bytes():
     return b"\\x00\\x01binary"
@@ -242,6 +246,17 @@ def test_bytes_and_unicode_bodies_keep_exact_lengths(client: httpx.Client) -> No
     assert client.get("/bytes").content == b"\x00\x01binary"
     r = client.get("/unicode")
     assert r.content == "héllo ✓".encode() and r.headers["content-length"] == str(len("héllo ✓".encode()))
+
+
+def test_large_static_body_with_every_byte_value_is_baked_exactly(server: ServerProcess) -> None:
+    sock, reader = connect(server.port)
+    with sock:
+        sock.sendall(get("/static-big") + get("/static-big", method="HEAD") + get("/"))
+        big = reader.response()
+        head = reader.response(head_request=True)
+        assert reader.response().body == b"Hello, World!"
+    assert big.body == bytes(range(256)) * 4096
+    assert head.header("content-length") == str(1024 * 1024) and head.body == b""
 
 
 def test_static_response_and_tuple_forms(client: httpx.Client) -> None:

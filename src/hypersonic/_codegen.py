@@ -32,7 +32,6 @@ METHODS: Tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OP
 DATE_PLACEHOLDER = b"Thu, 01 Jan 1970 00:00:00 GMT"
 
 _STATUS_FIRST, _STATUS_LAST = 100, 599
-_LINE_WIDTH = 96  # characters of C string literal per source line
 
 
 def fnv1a(data: bytes) -> int:
@@ -75,32 +74,34 @@ def bake_response(status: int, header_block: bytes, body: bytes) -> Tuple[bytes,
     return head + b"\r\n" + body, len(head), date_off
 
 
+def _escape_table() -> Dict[int, str]:
+    table: Dict[int, str] = {}
+    for byte in range(256):
+        if byte == 0x0A:
+            table[byte] = "\\n"
+        elif byte == 0x0D:
+            table[byte] = "\\r"
+        elif byte == 0x09:
+            table[byte] = "\\t"
+        elif byte in (0x22, 0x5C, 0x3F):  # " \ ? (no trigraphs)
+            table[byte] = "\\" + chr(byte)
+        elif not 0x20 <= byte < 0x7F:
+            table[byte] = "\\%03o" % byte  # always three digits: a following digit cannot join it
+    return table
+
+
+_ESCAPES = _escape_table()
+_BYTES_PER_LINE = 64
+
+
 def c_string(data: bytes) -> str:
     """A C string literal (split over lines) holding exactly ``data``."""
-    parts: List[str] = []
-    line: List[str] = []
-    width = 0
-    for byte in data:
-        if byte == 0x0A:
-            piece = "\\n"
-        elif byte == 0x0D:
-            piece = "\\r"
-        elif byte == 0x09:
-            piece = "\\t"
-        elif byte in (0x22, 0x5C, 0x3F):  # " \ ? (no trigraphs)
-            piece = "\\" + chr(byte)
-        elif 0x20 <= byte < 0x7F:
-            piece = chr(byte)
-        else:
-            piece = "\\%03o" % byte  # always three digits: a following digit cannot join it
-        line.append(piece)
-        width += len(piece)
-        if width >= _LINE_WIDTH:
-            parts.append('"' + "".join(line) + '"')
-            line, width = [], 0
-    if line or not parts:
-        parts.append('"' + "".join(line) + '"')
-    return "\n    ".join(parts)
+    if not data:
+        return '""'
+    text = data.decode("latin-1")
+    return "\n    ".join(
+        '"' + text[i:i + _BYTES_PER_LINE].translate(_ESCAPES) + '"' for i in range(0, len(text), _BYTES_PER_LINE)
+    )
 
 
 @dataclass

@@ -29,6 +29,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +48,8 @@
 #define HS_SERVER_DISCARD_CHUNK 4096
 /* Milliseconds per second. */
 #define HS_MS_PER_S 1000
+/* When a drain starts, at most this many accept batches empty the listen backlog. */
+#define HS_SERVER_DRAIN_ACCEPT_ROUNDS 16
 
 static const char hs_continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -312,6 +315,17 @@ static void hs_server_flush(hs_server *s, hs_conn *c)
     }
 }
 
+/* Flush; while the queue drained completely and requests wait behind the output high
+ * water (HS_CF_MORE), answer them and flush again. */
+static void hs_server_flush_more(hs_server *s, hs_conn *c)
+{
+    hs_server_flush(s, c);
+    while ((c->flags & (HS_CF_ACTIVE | HS_CF_WANT_WRITE | HS_CF_MORE)) == (HS_CF_ACTIVE | HS_CF_MORE)) {
+        hs_server_process(s, c, 0);
+        hs_server_flush(s, c);
+    }
+}
+
 static void hs_server_on_readable(hs_server *s, hs_conn *c)
 {
     if (c->flags & HS_CF_LINGER) {
@@ -340,16 +354,23 @@ static void hs_server_on_readable(hs_server *s, hs_conn *c)
     }
     c->last_active_ms = s->now_ms;
     hs_server_process(s, c, 1);
-    hs_server_flush(s, c);
+    hs_server_flush_more(s, c);
 }
 
 static void hs_server_on_writable(hs_server *s, hs_conn *c)
 {
-    hs_server_flush(s, c);
-    if ((c->flags & (HS_CF_ACTIVE | HS_CF_WANT_WRITE | HS_CF_MORE)) == (HS_CF_ACTIVE | HS_CF_MORE)) {
-        hs_server_process(s, c, 0);
-        hs_server_flush(s, c);
-    }
+    hs_server_flush_more(s, c);
+}
+
+/* 1 when the client sent bytes the loop has not consumed yet (buffered or still in the kernel). */
+static int hs_server_input_waiting(const hs_conn *c)
+{
+    int unread = 0;
+    if (c->rbuf.len > 0)
+        return 1;
+    if (ioctl(c->fd, FIONREAD, &unread) < 0)
+        return 0; /* cannot tell: treat as idle */
+    return unread > 0;
 }
 
 /* Once a second (and when a drain starts): timeouts. */
@@ -379,8 +400,15 @@ static void hs_server_sweep(hs_server *s)
             }
             continue;
         }
-        if (s->draining || now - c->last_active_ms >= s->keepalive_ms)
+        if (s->draining) {
+            /* Idle connections close, but a request the client already sent (unread
+             * in the kernel) is in-flight work: it is read and answered (with
+             * Connection: close) by the loop; recv_ms and the drain deadline bound it. */
+            if (!hs_server_input_waiting(c))
+                hs_server_close(s, c);
+        } else if (now - c->last_active_ms >= s->keepalive_ms) {
             hs_server_close(s, c);
+        }
     }
     if (s->nconns < s->max_connections)
         hs_server_listen_on(s); /* after an EMFILE pause */
@@ -388,6 +416,15 @@ static void hs_server_sweep(hs_server *s)
 
 static void hs_server_start_drain(hs_server *s)
 {
+    /* Clients the kernel already queued connected before the stop: take them
+     * (their requests are answered like in-flight ones) instead of letting the
+     * close below reset them. Bounded; accept stops at EAGAIN or max_connections. */
+    for (int round = 0; round < HS_SERVER_DRAIN_ACCEPT_ROUNDS && s->listening; round++) {
+        uint64_t before = s->stat_accepted;
+        hs_server_accept(s);
+        if (s->stat_accepted - before < HS_SERVER_ACCEPT_BATCH)
+            break;
+    }
     s->draining = 1;
     s->drain_deadline_ms = s->now_ms + s->drain_ms;
     hs_server_listen_off(s);
