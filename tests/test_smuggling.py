@@ -548,6 +548,19 @@ ACCEPTED: List[Tuple[str, bytes, List[int], List[bytes]]] = [
      b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
     ("connection_close_among_tokens_any_case",
      b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade-Not, CLOSE\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
+    # Connection tokens (RFC 9110 7.6.1): a list, empty elements ignored, any case, any field.
+    ("connection_close_after_empty_element",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: ,close\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
+    ("connection_close_wins_over_keep_alive",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: keep-alive,,close\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
+    ("connection_close_with_tab_ows",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection:\tclose\t\r\n\r\n" + SMUGGLED, [200], [b"OK"]),
+    ("connection_close_in_second_field",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: foo\r\nConnection: close\r\n\r\n" + SMUGGLED,
+     [200], [b"OK"]),
+    ("connection_closex_is_not_close",
+     b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: closex\r\n\r\n"
+     b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [200, 200], [b"OK", b"B"]),
     ("pipelined_three_answered_in_order",
      b"GET /health HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n"
      b"GET /users/7 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", [200, 200, 200], [b"OK", b"B", None]),
