@@ -517,6 +517,17 @@ def test_zero_parameter_handler_with_dynamic_true_runs_per_request(client: httpx
     assert client.get("/stats").json()["python_calls"] - stats0["python_calls"] == 3
 
 
+def test_half_closed_client_gets_every_answer_then_close(server: ServerProcess) -> None:
+    sock, reader = connect(server.port)
+    with sock:
+        sock.sendall(get("/") + get("/users/9") + get("/big"))
+        sock.shutdown(socket.SHUT_WR)  # the client is done sending, still reading
+        assert reader.response().body == b"Hello, World!"
+        assert reader.response().body == b'{"id":"9"}'
+        assert len(reader.response().body) == 4 * 1024 * 1024
+        assert reader.at_eof()
+
+
 def test_request_split_across_many_segments(server: ServerProcess) -> None:
     sock, reader = connect(server.port)
     raw = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello world"
