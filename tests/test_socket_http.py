@@ -434,3 +434,16 @@ def test_eight_mib_body_reaches_a_slow_reader_intact(pair):
     head_len = received.index(b"\r\n\r\n") + 4
     assert n == head_len + len(body)
     assert bytes(received[head_len:]) == body
+
+
+def test_http_send_accepts_bytes_like_bodies(pair):
+    import array
+
+    pair.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    pair.recv_request()
+    for body in (bytearray(b"ba"), memoryview(b"mv"), array.array("H", [0x4142])):
+        n = pair.api.http_send(pair.fd, body)
+        data = read_one_response(pair.client)
+        assert n == len(data) and parse_response(data)[2] == bytes(memoryview(body).cast("B"))
+    with pytest.raises(BufferError):
+        pair.api.http_send(pair.fd, memoryview(b"abcdef")[::2])

@@ -996,9 +996,12 @@ def http_send(fd: int, body: Union[str, bytes], content_type: str = "text/plain"
         payload = memoryview(body.encode("utf-8"))
     else:
         try:
-            payload = memoryview(body).cast("B")
+            view = memoryview(body)
         except TypeError:
             raise TypeError(f"http_send() argument 'body' must be str or bytes, not {type(body).__name__}") from None
+        if not view.c_contiguous:
+            raise BufferError("http_send() argument 'body' is not a C-contiguous buffer")
+        payload = view.cast("B")
     if fd < 0:
         return -1
     keep_alive, head_request = _last_request(fd)
