@@ -302,6 +302,25 @@ def test_host_without_compiler_uses_a_module_prebuilt_from_the_same_source(tmp_p
     assert res.returncode == 3 and "No prebuilt module" in res.stdout
 
 
+def test_read_only_cache_built_by_another_compiler_version_is_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache_dir = tmp_path / "cache"
+    cc, _ = make_cc_wrapper(tmp_path)  # another compiler identity: another key
+    run_loader(tmp_path, cache_dir, toy_source("other-compiler"), subprocess_env(CC=cc))
+
+    def read_only(root: Path, file_name: str) -> None:
+        raise jit_cache.CacheNotWritable(30, f"read-only file system: {root}")  # 30 = EROFS
+
+    monkeypatch.setattr(jit_cache, "_open_lock", read_only)
+    module = load_extension("toy.c", default_cache_name=TEST_CACHE_NAME, cache_dir=cache_dir,
+                            generated={"toy.c": toy_source("other-compiler")})
+    assert module.answer() == 42
+    assert loaded_history()[-1].built is False
+    with pytest.raises(OSError, match="read-only"):  # nothing prebuilt for this source
+        load_extension("toy.c", default_cache_name=TEST_CACHE_NAME, cache_dir=cache_dir,
+                       generated={"toy.c": toy_source("other-compiler-2")})
+
+
 def test_importing_the_jit_runs_no_compiler(tmp_path: Path) -> None:
     cc, log = make_cc_wrapper(tmp_path)
     res = subprocess.run([PYTHON, "-c", "import hypersonic.jit, hypersonic.jit.__main__"],

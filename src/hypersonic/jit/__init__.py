@@ -16,11 +16,12 @@ Importing this package runs nothing: no compiler probe, no file access.
 
 from __future__ import annotations
 
-from .cache import CSRC_DIR, LoadRecord, base_cflags, load_extension, loaded_history, resolve_cache_dir
+from .cache import CSRC_DIR, CacheNotWritable, LoadRecord, base_cflags, load_extension, loaded_history, resolve_cache_dir
 from .compiler import Compiler, CompileError, CompilerNotFound, find_compiler
 
 __all__ = [
     "CSRC_DIR",
+    "CacheNotWritable",
     "CompileError",
     "Compiler",
     "CompilerNotFound",

@@ -23,7 +23,8 @@ Layout of a cache root::
                             at most MAX_KEPT_FAILED_BUILDS of them and for at
                             most KEPT_FAILED_BUILD_SECONDS.
     prebuilt-<source key>   the file name of a module built from this source,
-                            Python and flags; used when no compiler is present
+                            Python and flags; used when no compiler is present,
+                            or when the compiler differs and the root is read-only
                             (a cache prebuilt on another machine).
 
 Loading: a module already loaded in this process is returned as is. Otherwise
@@ -55,7 +56,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple, Uni
 from .._version import __version__
 from .compiler import Compiler, CompileError, CompilerNotFound, find_compiler, run_compiler
 
-__all__ = ["CSRC_DIR", "LoadRecord", "base_cflags", "load_extension", "loaded_history", "resolve_cache_dir"]
+__all__ = ["CSRC_DIR", "CacheNotWritable", "LoadRecord", "base_cflags", "load_extension", "loaded_history", "resolve_cache_dir"]
 
 log = logging.getLogger("hypersonic.jit")
 
@@ -334,7 +335,8 @@ def load_extension(
 
     The module is named ``_hs_<key>``; the C gets -DHS_MODULE_NAME=<that name>.
     Raises CompilerNotFound (no compiler or no Python.h, and no prebuilt module),
-    CompileError (the compiler failed), OSError (cache dir unusable),
+    CompileError (the compiler failed), OSError (cache dir not writable and no
+    module for this compiler or prebuilt one in it),
     TypeError/ValueError naming the bad argument.
     """
     generated_files = _check_generated(generated)
@@ -370,8 +372,17 @@ def load_extension(
             if reason is not None and root == write_root:
                 failed = ident
                 log.debug("cached module %s failed to load: %s", path, reason)
-        module, built = _build_locked(compiler, main, generated_files, [*flags, f"-DHS_MODULE_NAME={name}"],
-                                      name, write_root, failed)
+        try:
+            module, built = _build_locked(compiler, main, generated_files, [*flags, f"-DHS_MODULE_NAME={name}"],
+                                          name, write_root, failed)
+        except CacheNotWritable:
+            # A read-only cache prebuilt by another compiler (version) still fits this Python.
+            module = _load_prebuilt(main, source_key, lookup_roots)
+            if module is None:
+                raise
+            log.warning("cannot build %s in %s; using the module prebuilt there by another compiler", main,
+                        write_root)
+            return module
         _write_index(write_root, source_key, file_name)
         return _remember(key, module, LoadRecord(main, name, write_root / file_name, built=built))
 
@@ -420,12 +431,16 @@ def _write_index(root: Path, source_key: str, file_name: str) -> None:
 
 # --- building ----------------------------------------------------------------------------------
 
+class CacheNotWritable(OSError):
+    """The cache root cannot be written (to build into) and holds no loadable module."""
+
+
 def _open_lock(root: Path, file_name: str) -> TextIO:
     try:
         root.mkdir(parents=True, exist_ok=True)
         return open(root / LOCK_FILE_NAME, "a")
     except OSError as exc:
-        raise OSError(
+        raise CacheNotWritable(
             exc.errno,
             f"hypersonic: cache dir {root} is not writable ({exc.strerror or exc}) and holds no loadable "
             f"{file_name}. Prebuild it with `python -m hypersonic.jit prebuild --cache-dir {root}` using the "
