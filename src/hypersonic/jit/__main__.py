@@ -52,11 +52,12 @@ def _prebuild_socket(cache_dir: Optional[Path]) -> None:
     other native event backend of this machine, so HYPERSONIC_EVENT_BACKEND can be changed
     at deployment without a compiler."""
     _use_cache_dir(cache_dir)
+    directory = None if cache_dir is None else str(cache_dir)
     socket_module = importlib.import_module("hypersonic.socket")
-    socket_module.compile_socket_ops(cache_dir=None if cache_dir is None else str(cache_dir))
-    for backend in getattr(socket_module, "available_backends", lambda: ())():
-        if backend != "reference":
-            socket_module.load(backend, cache_dir=None if cache_dir is None else str(cache_dir))
+    socket_module.compile_socket_ops(cache_dir=directory)
+    for backend in socket_module.available_backends():
+        if backend != "reference":  # the pure-Python one has nothing to build
+            socket_module.load(backend, cache_dir=directory)
 
 
 def _app_target(spec: str) -> PrebuildTarget:
