@@ -82,7 +82,13 @@ export HYPERSONIC_CACHE_DIR=${HYPERSONIC_SANITIZE_CACHE_DIR:-${XDG_CACHE_HOME:-$
 export PYTHONMALLOC=malloc
 # Tests may scale their time budgets by this: sanitized runs are several times slower.
 export HYPERSONIC_SANITIZED=1
-export ASAN_OPTIONS="detect_leaks=$detect_leaks:halt_on_error=1:abort_on_error=0:exitcode=$exitcode:log_path=$logdir/asan:strip_path_prefix=$repo/${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+# Leak mode: a leak's allocation stack must reach the JIT frame through CPython, which has no
+# frame pointers, so the fast unwinder would stop inside libpython and a reference lost by our C
+# (allocated by a CPython call) would carry no _hs_ frame and be ignored. The slow unwinder with
+# a short context finds it (scripts/leak_check.py --positive-control demonstrates both).
+unwind=""
+[[ $leaks == 1 ]] && unwind="fast_unwind_on_malloc=0:malloc_context_size=12:"
+export ASAN_OPTIONS="detect_leaks=$detect_leaks:${unwind}halt_on_error=1:abort_on_error=0:exitcode=$exitcode:log_path=$logdir/asan:strip_path_prefix=$repo/${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 # gcc's separate UBSan exits 87: it identifies a UBSan abort whose report could not be logged.
 ubsan_exitcode=$exitcode
 [[ $separate_ubsan == 1 ]] && ubsan_exitcode=87
