@@ -447,3 +447,65 @@ def test_http_send_accepts_bytes_like_bodies(pair):
         assert n == len(data) and parse_response(data)[2] == bytes(memoryview(body).cast("B"))
     with pytest.raises(BufferError):
         pair.api.http_send(pair.fd, memoryview(b"abcdef")[::2])
+
+
+# ---- one read per readable event -------------------------------------------------
+
+
+def _loop_with(pair):
+    loop = pair.api.create_event_loop(pair.listen_fd)
+    assert loop > 0 and pair.api.event_add(loop, pair.fd) == 0
+    return loop
+
+
+def test_drain_loops_final_call_does_not_read_again_in_the_same_round(pair):
+    api = pair.api
+    loop = _loop_with(pair)
+    try:
+        pair.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert api.ev_poll(loop, int(IO_WAIT_S * 1000)) == [(pair.fd, api.EV_READ)]
+        assert api.http_recv(pair.fd)[1] == "/1"
+        pair.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")  # arrives after the socket was drained
+        assert api.http_recv(pair.fd) is None  # this round's read already emptied the socket
+        assert api.http_recv_status(pair.fd) == api.RECV_PENDING
+        # level-triggered: the next round reports the new bytes, and they are read
+        assert api.ev_poll(loop, int(IO_WAIT_S * 1000)) == [(pair.fd, api.EV_READ)]
+        assert api.http_recv(pair.fd)[1] == "/2"
+    finally:
+        api.close_fd(loop)
+
+
+def test_one_http_recv_per_event_gets_every_request(pair):
+    api = pair.api
+    loop = _loop_with(pair)
+    try:
+        for i in range(5):
+            pair.send(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            assert (pair.fd, api.EV_READ) in api.ev_poll(loop, int(IO_WAIT_S * 1000))
+            assert api.http_recv(pair.fd)[1] == "/%d" % i
+            assert api.http_send(pair.fd, "ok") > 0
+            assert read_one_response(pair.client).endswith(b"ok")
+    finally:
+        api.close_fd(loop)
+
+
+def test_skipped_read_never_hides_a_close(pair):
+    api = pair.api
+    loop = _loop_with(pair)
+    try:
+        pair.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        api.ev_poll(loop, int(IO_WAIT_S * 1000))
+        assert api.http_recv(pair.fd)[1] == "/1"
+        pair.client.close()
+        assert wait_readable(pair.fd)
+        assert api.http_recv(pair.fd) is None
+        status = api.http_recv_status(pair.fd)
+        for _ in range(3):  # bounded: the close shows by the next round at the latest
+            if status == api.RECV_CLOSED:
+                break
+            assert (pair.fd, api.EV_READ) in api.ev_poll(loop, int(IO_WAIT_S * 1000))
+            assert api.http_recv(pair.fd) is None
+            status = api.http_recv_status(pair.fd)
+        assert status == api.RECV_CLOSED
+    finally:
+        api.close_fd(loop)

@@ -590,7 +590,7 @@ class _Conn:
         0 at EOF, -2 when nothing is there, -1 on an error."""
         total = 0
         while True:
-            space = READ_CHUNK
+            space = READ_CHUNK  # a read that fills it is followed by another
             try:
                 data = self.sock.recv(space, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
@@ -606,6 +606,18 @@ class _Conn:
 
 
 _conns: Dict[int, _Conn] = {}
+
+# One read per readable event (as hs_socketmod.c): each ev_poll call starts a
+# round; a drain loop's final http_recv skips the read when ev_poll reported the
+# fd in this round and a read already emptied the socket after that report.
+_round = 1
+_reported_round: Dict[int, int] = {}
+_drained_round: Dict[int, int] = {}
+
+
+def _forget_rounds(fd: int) -> None:
+    _reported_round.pop(fd, None)
+    _drained_round.pop(fd, None)
 
 
 def _drop_conn(fd: int) -> None:
@@ -731,6 +743,7 @@ def http_accept(listen_fd: int) -> int:
     fd = conn.detach()
     _drop_conn(fd)
     _forget_fd(fd)
+    _forget_rounds(fd)
     return fd
 
 
@@ -827,6 +840,8 @@ def ev_poll(loop_fd: int, timeout_ms: int, /) -> List[Tuple[int, int]]:
     """Wait up to timeout_ms (-1: forever): [(fd, flags), ...]; [] on timeout or a bad loop_fd."""
     loop_fd = _fd_arg("ev_poll", "loop_fd", loop_fd)
     timeout = _int_arg("ev_poll", "timeout_ms", timeout_ms)
+    global _round
+    _round += 1  # every call is a new round, even a failing one
     loop = _loops.get(loop_fd)
     if loop is None:
         return []
@@ -844,6 +859,8 @@ def ev_poll(loop_fd: int, timeout_ms: int, /) -> List[Tuple[int, int]]:
             flags |= EV_WRITE
         if revents & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
             flags |= EV_ERROR
+        if flags & (EV_READ | EV_ERROR):
+            _reported_round[fd] = _round
         events.append((fd, flags))
     return events
 
@@ -905,7 +922,12 @@ def http_recv(fd: int, /) -> Optional[List[Any]]:
         if conn.error_status or conn.closed or attempt > 0:
             return None
         attempt += 1
+        if _reported_round.get(fd) == _round and _drained_round.get(fd) == _round:
+            del _drained_round[fd]  # drained since this round's report: nothing new to read
+            return None
         n = conn.recv()
+        if n == -2 or 0 < n < RECV_BUDGET:
+            _drained_round[fd] = _round
         if n == -2:
             return None
         if n in (0, -1):
@@ -1041,6 +1063,7 @@ def close_fd(fd: int, /) -> int:
         return -1
     _drop_conn(fd)
     _forget_fd(fd)
+    _forget_rounds(fd)
     _loops.pop(fd, None)
     try:
         os.close(fd)

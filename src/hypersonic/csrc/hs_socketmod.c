@@ -72,6 +72,57 @@
 
 static hs_conns hs_socket_conns;
 static hs_limits hs_socket_limits;
+
+/*
+ * One read per readable event, even for a loop that calls http_recv until it
+ * returns None. Every ev_poll call starts a new "round"; hs_fd_rounds[fd]
+ * records the round in which ev_poll last reported fd readable and the round
+ * in which http_recv last drained fd (a read shorter than the space offered,
+ * or EAGAIN). When both are the current round, the socket was emptied after
+ * this round's report, so the drain loop's final http_recv returns None
+ * without a recv() that could only say EAGAIN. Bytes that arrived meanwhile
+ * are not lost: registrations are level-triggered, so the next ev_poll
+ * reports fd again. At most one read is skipped per round (the mark is
+ * cleared), so a loop that waits by other means than ev_poll sees at worst
+ * one early None.
+ */
+typedef struct hs_fd_round {
+    uint64_t reported;
+    uint64_t drained;
+} hs_fd_round;
+
+/* First size of hs_fd_rounds (descriptors 0..1023). */
+#define HS_FD_ROUNDS_MIN 1024
+
+static uint64_t hs_round = 1;
+static hs_fd_round *hs_fd_rounds;
+static size_t hs_fd_rounds_size;
+
+/* Record that ev_poll reported fd readable in the current round (best effort). */
+static void hs_mark_reported(int fd)
+{
+    if (fd < 0)
+        return;
+    if ((size_t)fd >= hs_fd_rounds_size) {
+        size_t size = hs_fd_rounds_size ? hs_fd_rounds_size : HS_FD_ROUNDS_MIN;
+        while (size <= (size_t)fd)
+            size *= 2;
+        hs_fd_round *grown = (hs_fd_round *)realloc(hs_fd_rounds, size * sizeof *grown);
+        if (!grown)
+            return; /* no mark: reads are simply never skipped for this fd */
+        memset(grown + hs_fd_rounds_size, 0, (size - hs_fd_rounds_size) * sizeof *grown);
+        hs_fd_rounds = grown;
+        hs_fd_rounds_size = size;
+    }
+    hs_fd_rounds[fd].reported = hs_round;
+}
+
+/* Forget fd's rounds (closed, or a new connection on a reused number). */
+static void hs_forget_rounds(int fd)
+{
+    if (fd >= 0 && (size_t)fd < hs_fd_rounds_size)
+        hs_fd_rounds[fd].reported = hs_fd_rounds[fd].drained = 0;
+}
 static PyObject *hs_platform_str;  /* NULL on an unsupported OS */
 static PyObject *hs_backend_str;
 static PyObject *hs_default_content_type;
@@ -332,6 +383,7 @@ static PyObject *hs_py_ev_poll(PyObject *self, PyObject *const *args, Py_ssize_t
     if (hs_exact_args("ev_poll", nargs, 2) < 0 || hs_arg_fd("ev_poll", "loop_fd", args[0], &loop) < 0 ||
         hs_arg_long("ev_poll", "timeout_ms", args[1], &timeout) < 0)
         return NULL;
+    hs_round++; /* every call is a new round, even a failing one */
     if (loop < 0)
         return PyList_New(0);
     int timeout_ms = timeout < 0 ? -1 : (timeout > INT_MAX ? INT_MAX : (int)timeout);
@@ -348,6 +400,9 @@ static PyObject *hs_py_ev_poll(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     if (n < 0)
         n = 0; /* a bad loop descriptor: no events (errors are return values) */
+    for (int i = 0; i < n; i++)
+        if (events[i].flags & (HS_EV_READ | HS_EV_ERROR))
+            hs_mark_reported(events[i].fd);
     PyObject *list = PyList_New(n);
     if (!list)
         return NULL;
@@ -380,6 +435,7 @@ static PyObject *hs_py_http_accept(PyObject *self, PyObject *const *args, Py_ssi
         /* The number may have been closed behind our back (os.close): start clean. */
         hs_conns_drop(&hs_socket_conns, fd);
         hs_ev_forget_fd(fd);
+        hs_forget_rounds(fd);
     }
     return PyLong_FromLong(fd < 0 ? -1 : fd);
 }
@@ -488,7 +544,14 @@ static PyObject *hs_py_http_recv(PyObject *self, PyObject *const *args, Py_ssize
         }
         if (r == HS_REQ_ERROR || (c->flags & HS_SOCK_CLOSED) || attempt > 0)
             Py_RETURN_NONE;
+        hs_fd_round *round = (size_t)fd < hs_fd_rounds_size ? &hs_fd_rounds[fd] : NULL;
+        if (round && round->reported == hs_round && round->drained == hs_round) {
+            round->drained = 0; /* drained since this round's report: nothing new to read */
+            Py_RETURN_NONE;
+        }
         ssize_t n = hs_conn_recv(c);
+        if (round && (n == HS_RECV_AGAIN || (n > 0 && n < HS_CONN_RECV_BUDGET)))
+            round->drained = hs_round;
         if (n == HS_RECV_AGAIN)
             Py_RETURN_NONE;
         if (n == HS_RECV_CLOSED || n == HS_RECV_ERROR) {
@@ -797,6 +860,7 @@ static PyObject *hs_py_close_fd(PyObject *self, PyObject *const *args, Py_ssize_
         return PyLong_FromLong(-1);
     hs_conns_drop(&hs_socket_conns, fd);
     hs_ev_forget_fd(fd);
+    hs_forget_rounds(fd);
     int rc;
     if (hs_ev_is_loop(fd))
         rc = hs_ev_close(fd);
