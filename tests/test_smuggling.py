@@ -36,7 +36,7 @@ EXCHANGE_TIMEOUT = 10.0
 MAX_BODY = 1024 * 1024
 
 APP_SOURCE = """
-from hypersonic import Hypersonic
+from hypersonic import Hypersonic, Response
 
 app = Hypersonic(max_request_size=%d)
 
@@ -59,6 +59,22 @@ def user(req):
 @app.post("/echo")
 def echo(req):
     return req.body
+
+@app.get("/split/value")
+def split_value(req):
+    return Response("x", headers={"X-A": req.query_param("v")})
+
+@app.get("/split/name")
+def split_name(req):
+    return Response("x", headers={req.query_param("v"): "1"})
+
+@app.get("/split/ctype")
+def split_ctype(req):
+    return Response("x", content_type=req.query_param("v"))
+
+@app.get("/split/tuple")
+def split_tuple(req):
+    return (200, {"X-B": req.query_param("v")}, "y")
 """ % MAX_BODY
 
 
@@ -650,6 +666,20 @@ def test_half_close_mid_head_gets_no_response_and_close(server: int) -> None:
     assert result.closed_by_server
     assert result.statuses in ([], [400])
     assert_still_serving(server)
+
+
+@pytest.mark.parametrize("route", ["value", "name", "ctype", "tuple"])
+@pytest.mark.parametrize("injection", ["a%0D%0AInjected:%201", "a%0AInjected:%201", "a%0DInjected:%201",
+                                       "a%00b"], ids=["crlf", "lf", "cr", "nul"])
+def test_handler_header_with_cr_lf_cannot_split_the_response(server: int, route: str, injection: str) -> None:
+    """Response splitting: a header built from request data with CR/LF/NUL gives a 500, never a new header
+    or a second response; the connection goes on serving."""
+    payload = (b"GET /split/%s?v=%s HTTP/1.1\r\nHost: t\r\n\r\n" % (route.encode(), injection.encode())
+               + b"GET /b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    result = exchange(server, payload)
+    assert result.statuses == [500, 200], result.raw[:600]
+    assert b"Injected" not in result.raw
+    assert result.responses[1].body == b"B"
 
 
 def test_split_responses_rejects_unexplained_bytes() -> None:
