@@ -316,6 +316,10 @@ REJECTED: List[Tuple[str, bytes, FrozenSet[int]]] = [
     ("cl_duplicate_equal", post(b"Content-Length: 3\r\nContent-Length: 3\r\n", b"abc"), frozenset({400})),
     ("cl_duplicate_conflicting", post(b"Content-Length: 3\r\nContent-Length: 40\r\n", b"abc" + SMUGGLED),
      frozenset({400})),
+    ("cl_duplicate_differing_name_case", post(b"Content-Length: 3\r\ncontent-LENGTH: 3\r\n", b"abc"),
+     frozenset({400})),
+    ("te_and_cl_differing_name_case",
+     post(b"content-length: 6\r\nTRANSFER-ENCODING: chunked\r\n", b"0\r\n\r\n" + SMUGGLED), frozenset({400})),
     ("cl_list_equal", post(b"Content-Length: 3, 3\r\n", b"abc"), frozenset({400})),
     ("cl_list_conflicting", post(b"Content-Length: 3, 40\r\n", b"abc" + SMUGGLED), frozenset({400})),
     ("cl_plus_sign", post(b"Content-Length: +3\r\n", b"abc"), frozenset({400})),
@@ -463,6 +467,18 @@ def test_error_after_good_request_on_same_connection_answers_both_then_closes(se
     assert result.closed_by_server
     assert result.statuses == [200, 400], result.raw[:600]
     assert b"close" in result.responses[1].connection_tokens()
+
+
+def test_look_alike_te_name_is_not_framing_and_its_body_is_rejected_as_a_request(server: int) -> None:
+    """`Transfer_Encoding` is a valid field name but not Transfer-Encoding: the POST has no body, and the
+    chunked bytes that follow are read as the next request, which is malformed: answered 400 and closed,
+    so the request hidden behind them is never served."""
+    payload = post(b"Transfer_Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED)
+    result = exchange(server, payload)
+    assert result.closed_by_server
+    assert result.statuses == [200, 400], result.raw[:600]
+    assert result.responses[0].body == b""
+    assert b"SMUGGLED" not in result.raw
 
 
 def test_cl_te_split_across_writes_is_still_rejected(server: int) -> None:
