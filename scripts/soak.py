@@ -583,7 +583,9 @@ def cpu_seconds(pid: int) -> float:
 def start_server(workers: int, log_path: Path, extra_env: Optional[Dict[str, str]] = None) -> ServerProcess:
     """Start soak_app.py on a free port (compiling into the shared test JIT cache)."""
     port = free_port()
-    env = {"SOAK_RECV_TIMEOUT": str(RECV_TIMEOUT), "HYPERSONIC_CACHE_DIR": str(TEST_CACHE_DIR)}
+    # The JIT cache: $HYPERSONIC_CACHE_DIR when set (tests/sanitize.sh sets its own), else the tests' shared one.
+    env = {"SOAK_RECV_TIMEOUT": str(RECV_TIMEOUT),
+           "HYPERSONIC_CACHE_DIR": os.environ.get("HYPERSONIC_CACHE_DIR") or str(TEST_CACHE_DIR)}
     env.update(extra_env or {})
     server = ServerProcess([sys.executable, str(APP_SCRIPT), str(port), str(workers)], port,
                            log_path=log_path, env=env)

@@ -164,8 +164,7 @@ def processes() -> Iterator[List[object]]:
 def _start_instance(processes: List[object], tmp_path: Path, name: str, port: Optional[int] = None) -> ServerProcess:
     port = free_port() if port is None else port
     server = ServerProcess([sys.executable, str(soak.APP_SCRIPT), str(port), "1"], port,
-                           log_path=tmp_path / f"{name}.log",
-                           env={"HYPERSONIC_CACHE_DIR": str(soak.TEST_CACHE_DIR)})
+                           log_path=tmp_path / f"{name}.log")
     processes.append(server)
     return server.start()
 

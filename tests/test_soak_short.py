@@ -18,6 +18,7 @@ the workers' RSS.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,10 @@ SHORT_WARMUP = 10
 RUN_LIMIT_SECONDS = 300
 #: Percent the workers' RSS may grow over the measured part of the short run.
 SHORT_RSS_GROWTH_LIMIT = 15.0
+#: Under tests/sanitize.sh the RSS is ASan's (its quarantine of freed memory grows
+#: by design): reported, not bounded.
+SANITIZED = os.environ.get("HYPERSONIC_SANITIZED") == "1"
+UNBOUNDED_RSS_LIMIT = 1e9
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the soak reads /proc (Linux only)")
@@ -41,7 +46,7 @@ def test_short_soak_of_mixed_and_hostile_traffic_has_no_errors(tmp_path: Path) -
     report_path = tmp_path / "soak.json"
     proc = subprocess.run(
         [sys.executable, str(SOAK), "--seconds", str(SHORT_SECONDS), "--warmup", str(SHORT_WARMUP),
-         "--rss-growth-limit", str(SHORT_RSS_GROWTH_LIMIT), "--log-dir", str(tmp_path), "--json", str(report_path)],
+         "--rss-growth-limit", str(UNBOUNDED_RSS_LIMIT if SANITIZED else SHORT_RSS_GROWTH_LIMIT), "--log-dir", str(tmp_path), "--json", str(report_path)],
         capture_output=True, text=True, timeout=RUN_LIMIT_SECONDS, cwd=REPO,
     )
     server_log = (tmp_path / "soak-server.log")
