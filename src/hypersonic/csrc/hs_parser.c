@@ -700,6 +700,41 @@ enum {
     HS_CH_ERROR          /* sticky error */
 };
 
+/*
+ * Framing fields are refused in trailers: RFC 9110 6.5.1 forbids sending
+ * them there (message framing must be known before the content), and a
+ * "Transfer-Encoding" or "Content-Length" trailer is only ever sent to
+ * confuse an intermediary that merges trailers into the header section.
+ * The name arrives byte by byte (possibly across calls), so it is matched
+ * incrementally: during a trailer name, d->digits holds the set of framing
+ * names still matching and d->line_bytes the name's length so far.
+ */
+static const char *const hs_framing_trailers[] = {"content-length", "transfer-encoding"};
+#define HS_N_FRAMING_TRAILERS (sizeof hs_framing_trailers / sizeof hs_framing_trailers[0])
+#define HS_FRAMING_TRAILERS_ALL ((1 << HS_N_FRAMING_TRAILERS) - 1)
+
+static void hs_trailer_name_byte(hs_chunked_decoder *d, unsigned char c)
+{
+    size_t i = d->line_bytes, k;
+    for (k = 0; k < HS_N_FRAMING_TRAILERS; k++) {
+        const char *name = hs_framing_trailers[k];
+        /* a live candidate has matched i bytes, so name[i] is in bounds */
+        if ((d->digits & (1 << k)) && (name[i] == '\0' || (unsigned char)name[i] != hs_lower(c)))
+            d->digits &= ~(1 << k);
+    }
+    d->line_bytes = i + 1;
+}
+
+static int hs_trailer_name_is_framing(const hs_chunked_decoder *d)
+{
+    size_t k;
+    for (k = 0; k < HS_N_FRAMING_TRAILERS; k++) {
+        if ((d->digits & (1 << k)) && hs_framing_trailers[k][d->line_bytes] == '\0')
+            return 1;
+    }
+    return 0;
+}
+
 HS_API void hs_chunked_init(hs_chunked_decoder *d)
 {
     memset(d, 0, sizeof *d);
@@ -811,19 +846,28 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
         case HS_CH_TRAILER_START:
             /* trailer-section = *( field-line CRLF ), then CRLF (RFC 9112 7.1.2) */
             c = b[in];
-            if (c == '\r')
+            if (c == '\r') {
                 d->state = HS_CH_FINAL_LF;
-            else if (HS_IS(c, HS_C_TCHAR))
+            } else if (HS_IS(c, HS_C_TCHAR)) {
                 d->state = HS_CH_TRAILER_NAME;
-            else
+                d->line_bytes = 0;
+                d->digits = HS_FRAMING_TRAILERS_ALL;
+                hs_trailer_name_byte(d, c);
+            } else {
                 goto fail; /* bare LF, obs-fold, empty field name */
+            }
             goto trailer_byte;
         case HS_CH_TRAILER_NAME:
             c = b[in];
-            if (c == ':')
+            if (c == ':') {
+                if (hs_trailer_name_is_framing(d))
+                    goto fail;
                 d->state = HS_CH_TRAILER_VALUE;
-            else if (!HS_IS(c, HS_C_TCHAR))
+            } else if (HS_IS(c, HS_C_TCHAR)) {
+                hs_trailer_name_byte(d, c);
+            } else {
                 goto fail; /* whitespace before the colon, junk */
+            }
             goto trailer_byte;
         case HS_CH_TRAILER_VALUE:
             c = b[in];

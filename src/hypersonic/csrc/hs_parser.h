@@ -103,11 +103,12 @@ HS_API int hs_parse_request(const char *buf, size_t len, const hs_limits *lim,
 typedef struct hs_chunked_decoder {
     uint64_t chunk_left;  /* data bytes left in the current chunk */
     uint64_t total;       /* decoded bytes so far (caller compares to max_body) */
-    size_t line_bytes;    /* bytes seen of the current size line (limit: HS_CHUNK_MAX_LINE) */
+    size_t line_bytes;    /* bytes seen of the current size line (limit: HS_CHUNK_MAX_LINE);
+                             private during trailers */
     size_t trailer_bytes; /* bytes of trailer section so far (limit: HS_CHUNK_MAX_TRAILER,
                              = HS_DEFAULT_MAX_HEAD; the decoder is not given lim) */
     int state;            /* private */
-    int digits;           /* private: hex digits seen in the size */
+    int digits;           /* private: hex digits seen in the size (reused in trailers) */
 } hs_chunked_decoder;
 
 HS_API void hs_chunked_init(hs_chunked_decoder *d);
@@ -125,7 +126,9 @@ HS_API void hs_chunked_init(hs_chunked_decoder *d);
  * the caller answers 413 when d->total > max_body and 400 otherwise).
  * Limits (hs_parser.c): at most HS_CHUNK_MAX_SIZE_DIGITS (16) hex digits per
  * size, HS_CHUNK_MAX_LINE (4096) bytes per size line before its CRLF,
- * HS_CHUNK_MAX_TRAILER bytes of trailer section. A chunk size that would take
+ * HS_CHUNK_MAX_TRAILER bytes of trailer section. Trailer fields are checked
+ * for syntax and discarded; a Content-Length or Transfer-Encoding trailer is
+ * an error (RFC 9110 6.5.1). A chunk size that would take
  * d->total over max_body fails as soon as its digits arrive. Errors are
  * sticky; after the end every further byte is returned as "after the body".
  */
