@@ -269,6 +269,17 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def core_ticks(core: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of CPU ``core`` since boot, from /proc/stat."""
+    with open("/proc/stat", "rb") as stat_file:
+        for line in stat_file:
+            if line.startswith(b"cpu%d " % core):
+                values = [int(v) for v in line.split()[1:]]
+                idle = values[3] + values[4]  # idle + iowait
+                return sum(values[:8]) - idle, sum(values[:8])
+    raise RuntimeError(f"no cpu{core} line in /proc/stat")
+
+
 def rss_kib(pid: int) -> int:
     """Current resident set size of ``pid`` in KiB (0 when it is gone)."""
     try:
@@ -555,6 +566,7 @@ class RoundResult:
     non2xx: int
     peak_tree_kib: int
     peak_process_kib: int
+    others_on_server_core_pct: float  # busy time of core 1 not spent by the server: noise
 
 
 @dataclasses.dataclass
@@ -597,10 +609,14 @@ def measure_round(server: RunningServer, scenario: Scenario, duration_s: float) 
     """One measured wrk pass: wrk figures + server CPU and RSS from /proc."""
     tree = server.tree()
     before = cpu_ticks(tree)
+    core_before = core_ticks(SERVER_CORE)
     with RssSampler(tree) as sampler:
         figures = run_wrk(server.port, scenario, duration_s)
         time.sleep(SETTLE_AFTER_RUN_S)
     after = cpu_ticks(tree)
+    core_after = core_ticks(SERVER_CORE)
+    core_total = max(core_after[1] - core_before[1], 1)
+    others = max(0, (core_after[0] - core_before[0]) - (after - before)) / core_total * 100
     requests = max(figures["requests"], 1)
     duration = figures["duration_us"] / 1e6
     error_kinds = {kind: figures[kind] for kind in ("connect", "read", "write", "timeout") if figures[kind]}
@@ -610,7 +626,8 @@ def measure_round(server: RunningServer, scenario: Scenario, duration_s: float) 
         p99_ms=figures["p99_us"] / 1000.0,
         cpu_us_per_request=(after - before) / CLK_TCK * 1e6 / requests,
         errors=errors, error_kinds=error_kinds, non2xx=figures["non2xx"],
-        peak_tree_kib=sampler.peak_tree_kib, peak_process_kib=sampler.peak_process_kib)
+        peak_tree_kib=sampler.peak_tree_kib, peak_process_kib=sampler.peak_process_kib,
+        others_on_server_core_pct=others)
 
 
 def bare_python_rss_kib() -> int:
@@ -822,6 +839,11 @@ def write_chart(cells: list[CellResult], scenarios: list[Scenario], path: Path) 
     return True
 
 
+def _noise(cells: list[CellResult], pick: Callable = statistics.median) -> float:
+    values = [r.others_on_server_core_pct for c in cells for r in c.rounds]
+    return pick(values) if values else 0.0
+
+
 def render_section(cells: list[CellResult], scenarios: list[Scenario], specs: list[ServerSpec],
                    args: argparse.Namespace, machine: dict[str, str], load_after: str, bare_python_kib: int,
                    started: dt.datetime, chart: bool) -> str:
@@ -845,6 +867,8 @@ def render_section(cells: list[CellResult], scenarios: list[Scenario], specs: li
         "Server CPU us/req = utime+stime of the server's process tree from /proc during the round "
         "divided by the requests wrk completed. wrk counts status >= 400 as non-2xx.",
         f"- Bare `python` interpreter RSS: {_fmt_kib(bare_python_kib)} MiB",
+        f"- Noise: during the measured rounds, other processes (and interrupts) kept the server's core "
+        f"busy {_noise(cells):.1f}% of the time (median over rounds; max {_noise(cells, max):.1f}%).",
         "", "Servers and versions:", ""]
     for spec in specs:
         out.append(f"- **{spec.name}** {spec.version()}: {spec.description}")
