@@ -62,6 +62,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import queue
 import random
 import re
 import shutil
@@ -534,7 +535,7 @@ def run_class(name: str, port: int, connections: int, seconds: float, seed: int,
     started = time.monotonic()
     try:
         asyncio.run(main())
-    except BaseException as exc:  # report, never hang the parent
+    except BaseException as exc:  # noqa: BLE001 - report whatever it was; never hang the parent
         stats.error(f"{name} generator crashed", exc)
     results.put({"name": name, "requests": stats.requests, "errors": stats.errors,
                  "error_samples": stats.error_samples, "outcomes": stats.outcomes,
@@ -676,7 +677,7 @@ def soak(seconds: float, workers: int, warmup: float, sample_every: float, growt
     failures: List[str] = []
     report: Dict[str, Any] = {"seconds": seconds, "workers": workers, "warmup": warmup,
                               "connections": connections, "port": server.port}
-    procs: List[multiprocessing.Process] = []
+    procs: List[Any] = []  # multiprocessing processes of the fork context
     wrk_proc: "Optional[subprocess.Popen[bytes]]" = None
     try:
         worker_pids = wait_workers(server, workers)
@@ -722,13 +723,13 @@ def soak(seconds: float, workers: int, warmup: float, sample_every: float, growt
         class_reports: Dict[str, Dict[str, Any]] = {}
         for _ in procs:
             try:
-                item = results.get(timeout=GENERATOR_GRACE)
-            except Exception:  # queue.Empty
+                report_item: Dict[str, Any] = results.get(timeout=GENERATOR_GRACE)
+            except queue.Empty:
                 failures.append("a load generator did not report")
                 break
-            class_reports[item["name"]] = item
-        for proc in procs:
-            proc.join(timeout=5)
+            class_reports[report_item["name"]] = report_item
+        for generator in procs:
+            generator.join(timeout=5)
         if wrk_proc is not None:
             class_reports["wrk"] = wrk_report(wrk_proc, log_dir, seconds)
             wrk_proc = None
@@ -779,10 +780,10 @@ def soak(seconds: float, workers: int, warmup: float, sample_every: float, growt
         if wrk_proc is not None and wrk_proc.poll() is None:
             wrk_proc.kill()
             wrk_proc.wait()
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=5)
+        for generator in procs:
+            if generator.is_alive():
+                generator.kill()
+                generator.join(timeout=5)
         code = server.stop(signal.SIGTERM)
     report["exit_code"] = code
     if code != 0:

@@ -31,6 +31,7 @@ import os
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -246,7 +247,7 @@ def test_sigterm_under_load_answers_every_started_request_and_exits_zero(
         server.send_signal(signal.SIGTERM)
         try:
             code = server.wait(timeout=DRAIN_TIMEOUT + EXIT_GRACE + EXIT_MARGIN)
-        except Exception:
+        except subprocess.TimeoutExpired:
             pytest.fail(f"server still running {DRAIN_TIMEOUT + EXIT_GRACE + EXIT_MARGIN}s after SIGTERM:\n"
                         + server.output()[-3000:])
         exit_seconds = time.monotonic() - signalled_at
@@ -325,23 +326,51 @@ class PinnedClient:
                 conn.close()
 
 
-def _poll_new_worker(port: int, known: Set[int], limit: float) -> Tuple[Optional[int], float]:
-    """Open fresh connections until a PID outside ``known`` answers /pid; (pid, seconds)."""
-    begin = time.monotonic()
-    while time.monotonic() - begin < limit:
-        try:
-            conn = Conn.open(port)
-            try:
-                status, _, body = conn.request(get("/pid"))
-            finally:
-                conn.close()
-        except (OSError, Closed):
-            time.sleep(0.005)
-            continue
-        if status == 200 and body.isdigit() and int(body) not in known:
-            return int(body), time.monotonic() - begin
+# Runs in its own process, so the client threads' GIL traffic does not slow the
+# measurement: waits for a line on stdin (sent right after the kill), then opens
+# fresh connections until a PID outside argv[2:] answers /pid; prints "pid seconds".
+_REPLACEMENT_POLLER = """
+import socket, sys, time
+port, known, limit = int(sys.argv[1]), {int(p) for p in sys.argv[3:]}, float(sys.argv[2])
+sys.stdin.readline()
+begin = time.monotonic()
+while time.monotonic() - begin < limit:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET /pid HTTP/1.1\\r\\nHost: p\\r\\nConnection: close\\r\\n\\r\\n")
+            answer = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError:
         time.sleep(0.002)
-    return None, time.monotonic() - begin
+        continue
+    body = answer.partition(b"\\r\\n\\r\\n")[2]
+    if answer.startswith(b"HTTP/1.1 200 ") and body.isdigit() and int(body) not in known:
+        print(int(body), time.monotonic() - begin, flush=True)
+        sys.exit(0)
+    time.sleep(0.001)
+print("none", time.monotonic() - begin, flush=True)
+"""
+
+
+def _start_replacement_poller(port: int, known: Set[int]) -> "subprocess.Popen[str]":
+    return subprocess.Popen([sys.executable, "-c", _REPLACEMENT_POLLER, str(port), str(REPLACEMENT_POLL_SECONDS),
+                             *map(str, sorted(known))],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _replacement_result(poller: "subprocess.Popen[str]") -> Tuple[Optional[int], float]:
+    try:
+        out, _ = poller.communicate(timeout=REPLACEMENT_POLL_SECONDS + IO_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        poller.kill()
+        poller.communicate()
+        return None, float("inf")
+    pid, _, seconds = out.strip().partition(" ")
+    return (int(pid) if pid.isdigit() else None), float(seconds or "inf")
 
 
 def test_kill_9_of_a_worker_under_load_affects_only_its_connections(
@@ -367,9 +396,13 @@ def test_kill_9_of_a_worker_under_load_affects_only_its_connections(
         if not on_victim or not on_survivor:
             pytest.skip(f"SO_REUSEPORT put all 16 connections on one worker: {first_pids}")
         assert not any(c.errors for c in clients), [c.errors for c in clients]
+        poller = _start_replacement_poller(server.port, set(workers))
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        new_pid, replaced_after = _poll_new_worker(server.port, set(workers), REPLACEMENT_POLL_SECONDS)
+        assert poller.stdin is not None
+        poller.stdin.write("go\n")
+        poller.stdin.flush()
+        new_pid, replaced_after = _replacement_result(poller)
         time.sleep(LOAD_AFTER)
     finally:
         stop.set()

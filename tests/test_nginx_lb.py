@@ -87,7 +87,7 @@ class Nginx:
             self.proc = subprocess.Popen(["sh", str(RUN_LB)], env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_for_port(self.port, HOST, NGINX_START_LIMIT, self.proc)  # type: ignore[arg-type]
-        except BaseException:
+        except (RuntimeError, TimeoutError):
             self.stop()
             raise AssertionError(f"nginx did not start:\n{self.log()}") from None
         return self
