@@ -19,7 +19,7 @@ The header holds constants only, with the shapes fixed by ``csrc/hs_router.h``:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from ._status import reason_phrase, status_has_no_body
 
@@ -174,13 +174,13 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
             queue.append(node.param)
     child_rows: List[str] = []
     node_rows: List[str] = []
-    all_methods: set = set()
+    all_methods: Set[int] = set()
     for n, node in enumerate(order):
         first = len(child_rows)
         keys = sorted(node.children, key=lambda s: (len(s.encode()), s.encode()))
         for key in keys:
-            seg = key.encode()
-            child_rows.append(f"    {{{c_string(seg)}, {len(seg)}u, {node.children[key].index}}},")
+            seg_bytes = key.encode()
+            child_rows.append(f"    {{{c_string(seg_bytes)}, {len(seg_bytes)}u, {node.children[key].index}}},")
         per_method = ", ".join(str(node.routes.get(m, -1)) for m in range(len(METHODS)))
         allow = _allow_line(list(node.routes)) if node.routes else b""
         all_methods.update(node.routes)

@@ -169,10 +169,10 @@ class Hypersonic:
         if enabled:
             for name, value in DEFAULT_SECURITY_HEADERS:
                 merged[name.lower()] = (name, value)
-        for name, value in (overrides or {}).items():
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"security_headers[{name!r}] must be a str or None, not {type(value).__name__}")
-            merged[str(name).lower()] = (name, value)
+        for name, override in (overrides or {}).items():
+            if override is not None and not isinstance(override, str):
+                raise TypeError(f"security_headers[{name!r}] must be a str or None, not {type(override).__name__}")
+            merged[str(name).lower()] = (name, override)
         pairs = [(n, v) for n, v in merged.values() if v is not None]
         try:
             return _normalize_headers(pairs)

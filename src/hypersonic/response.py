@@ -47,15 +47,22 @@ def _make_json_chunks() -> Callable[[Any, int], Any]:
     or a sequence of text chunks (the C joins them). Compact separators, UTF-8
     (no ASCII escaping). Uses the json module's C encoder directly when present,
     which avoids JSONEncoder.encode's per-call Python setup."""
-    try:
-        from json.encoder import c_make_encoder, encode_basestring
-    except ImportError:  # pragma: no cover - CPython always has _json
-        c_make_encoder = None
-    if c_make_encoder is None:  # pragma: no cover
+    import json.encoder as json_encoder
+
+    c_make_encoder = getattr(json_encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # pragma: no cover - CPython always has _json
         encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-        return lambda value, _level=0: encoder.encode(value)
+
+        def encode(value: Any, _level: int = 0) -> str:
+            return encoder.encode(value)
+
+        return encode
+    encode_basestring = json_encoder.encode_basestring
     # markers=None: no circular-reference bookkeeping; a cycle ends in RecursionError (-> 500)
-    return c_make_encoder(None, _json_default, encode_basestring, None, ":", ",", False, False, True)
+    chunks: Callable[[Any, int], Any] = c_make_encoder(
+        None, _json_default, encode_basestring, None, ":", ",", False, False, True
+    )
+    return chunks
 
 
 #: f(value, 0) -> str or sequence of str chunks; see _make_json_chunks.
