@@ -62,6 +62,10 @@ STOP_TIMEOUT = 300.0
 SETTLE_TIMEOUT = 20.0
 SANITIZER_FLAGS = "-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -g"
 BIG_BODY_SIZE = 1024 * 1024  # scripts/leak_app.py's /big
+#: Client receive buffer for the clients that must make the server's writes partial.
+SMALL_RCVBUF = 4096
+#: How many clients read a 1 MiB response through that small window.
+SLOW_READERS = 8
 
 
 class CheckFailed(Exception):
@@ -83,8 +87,12 @@ class Reply:
 class Conn:
     """One client connection that reads exactly framed responses."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    def __init__(self, port: int, rcvbuf: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # a small receive window makes the server's writes partial (write queue, EV_WRITE)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(IO_TIMEOUT)
+        self.sock.connect((HOST, port))
         self.buf = b""
 
     def send(self, data: bytes) -> None:
@@ -285,10 +293,13 @@ def kind_malformed(port: int, n: int) -> None:
 
 def kind_slow_and_aborted(port: int, n: int) -> None:
     """Clients that go away at every stage: before sending, mid-head, mid-body, with RST,
-    and without reading a large response (the server's write fails mid-queue)."""
+    and without reading a large response (the server's write fails mid-queue); and one
+    that reads a large response through a small window (writes wait and resume)."""
     for i in range(n):
-        stage = i % 6
-        conn = Conn(port)
+        stage = i % 7
+        if stage == 6 and i // 7 >= SLOW_READERS:
+            stage = 0  # slow readers take about a second each: a few suffice
+        conn = Conn(port, rcvbuf=SMALL_RCVBUF if stage >= 4 else 0)
         if stage == 0:
             conn.close()
         elif stage == 1:
@@ -303,10 +314,15 @@ def kind_slow_and_aborted(port: int, n: int) -> None:
         elif stage == 4:
             conn.send(request("GET", "/big"))
             conn.reset()
-        else:
+        elif stage == 5:
             conn.send(request("GET", "/big") * 3)
             conn.sock.recv(1000)
             conn.close()
+        else:  # reads the whole 1 MiB slowly, in small pieces: the server's write waits and resumes
+            conn.send(request("GET", "/big", close=True))
+            data = conn.read_eof()
+            if not data.startswith(b"HTTP/1.1 200 ") or len(data) < BIG_BODY_SIZE:
+                raise CheckFailed(f"slow reader got {len(data)} bytes")
 
 
 def kind_expect_continue(port: int, n: int) -> None:
