@@ -719,6 +719,13 @@ def _fmt_kib(kib: float) -> str:
     return f"{kib / 1024:.1f}"
 
 
+def _p99(cell: CellResult) -> str:
+    # wrk's percentile() answers 0 when it has few latency samples (with pipelining it
+    # records one per batch of 16): show that as n/a, not as zero latency.
+    value = cell.median("p99_ms")
+    return f"{value:.2f}" if value > 0 else "n/a"
+
+
 def results_table(cells: list[CellResult], scenarios: list[Scenario]) -> str:
     """The markdown table: one row per scenario x server."""
     rows = ["| scenario | server | req/s | p99 ms | server CPU us/req | peak RSS MiB (tree / worker) "
@@ -735,7 +742,7 @@ def results_table(cells: list[CellResult], scenarios: list[Scenario]) -> str:
                 rows.append(f"| {scenario.name} | {server} | {cell.failure or 'no data'} | | | | | |")
                 continue
             rows.append(
-                f"| {scenario.name} | {server} | {cell.median('rps'):,.0f} | {cell.median('p99_ms'):.2f} "
+                f"| {scenario.name} | {server} | {cell.median('rps'):,.0f} | {_p99(cell)} "
                 f"| **{cell.median('cpu_us_per_request'):.2f}** "
                 f"| {_fmt_kib(cell.peak('peak_tree_kib'))} / {_fmt_kib(cell.peak('peak_process_kib'))} "
                 f"| {cell.total('non2xx')} | {cell.error_summary()} |")
@@ -865,7 +872,8 @@ def render_section(cells: list[CellResult], scenarios: list[Scenario], specs: li
         f"{args.duration:g}s run round-robin across servers. Figures are medians over rounds; errors are "
         "summed; RSS is the peak (sampled every 50 ms) of the whole process tree / of its largest process. "
         "Server CPU us/req = utime+stime of the server's process tree from /proc during the round "
-        "divided by the requests wrk completed. wrk counts status >= 400 as non-2xx.",
+        "divided by the requests wrk completed. wrk counts status >= 400 as non-2xx; with "
+        "pipelining wrk records one latency per batch and may report no p99 (shown as n/a).",
         f"- Bare `python` interpreter RSS: {_fmt_kib(bare_python_kib)} MiB",
         f"- Noise: during the measured rounds, other processes (and interrupts) kept the server's core "
         f"busy {_noise(cells):.1f}% of the time (median over rounds; max {_noise(cells, max):.1f}%).",
