@@ -372,3 +372,9 @@ def test_module_level_calls_are_the_native_functions_themselves():
     for name in ("platform", "event_backend", "http_recv", "http_send", "ev_poll"):
         assert getattr(hs, name) is getattr(hs._active, name)
         assert type(getattr(hs, name)).__name__ == "builtin_function_or_method"
+
+
+def test_compile_socket_ops_rejects_a_non_path_cache_dir():
+    with pytest.raises(TypeError, match="cache_dir"):
+        hs.compile_socket_ops(cache_dir=3)  # type: ignore[arg-type]
+    assert hs.compile_socket_ops() is True

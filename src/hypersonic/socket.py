@@ -165,6 +165,8 @@ def load(backend: Optional[str] = None, *, cache_dir: Union[str, "os.PathLike[st
     Raises ValueError for an unknown or unavailable backend, and
     hypersonic.jit.CompilerNotFound / CompileError when the C cannot be built.
     """
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be a path (str or os.PathLike) or None, not {type(cache_dir).__name__}")
     if backend is None:
         backend = _requested_backend()
     if not isinstance(backend, str):
