@@ -115,3 +115,23 @@ def test_request_stop_before_serve_returns_at_once() -> None:
     listener = _listener()
     app._serve_worker(listener.detach())
     assert app.stats()["requests"] == 0
+
+
+def test_apps_with_identical_routes_serve_their_own_handlers() -> None:
+    first = Hypersonic(cache_dir=TEST_CACHE_DIR)
+    first.get("/who", lambda req: "first")
+    second = Hypersonic(cache_dir=TEST_CACHE_DIR)
+    second.get("/who", lambda req: "second")
+    first.compile()
+    second.compile()  # same generated C: the same module is loaded for both
+    for app, expected in ((first, b"first"), (second, b"second"), (first, b"first")):
+        got: List[bytes] = []
+
+        def client(port: int) -> None:
+            sock, reader = connect(port)
+            with sock:
+                sock.sendall(get("/who"))
+                got.append(reader.response().body)
+
+        assert _serve_with_client(app, client) == []
+        assert got == [expected]

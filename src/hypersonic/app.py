@@ -156,6 +156,7 @@ class Hypersonic:
         )
         self._routes: Dict[Tuple[str, Tuple[str, ...]], _Route] = {}
         self._module: Optional[ModuleType] = None
+        self._configuration: Dict[str, Any] = {}
 
     @staticmethod
     def _merge_security_headers(
@@ -331,13 +332,14 @@ class Hypersonic:
             "hs_servermod.c", default_cache_name="_hypersonic_cache", cache_dir=self.cache_dir,
             generated={"hs_app.h": source}, defines=_backend_defines(),
         )
-        module.configure(
+        self._configuration = dict(
             handlers=tuple(handlers), takes_request=tuple(takes), param_names=tuple(names),
             request_type=Request, bad_request=BadRequest, json_encode=json_chunks, finalize=self._finalize,
             on_error=self._on_handler_error, max_connections=self.max_connections,
             max_body=self.max_request_size, keepalive_ms=int(self.keepalive_timeout * 1000),
             recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
         )
+        module.configure(**self._configuration)
         self._module = module
 
     def _finalize(self, result: Any) -> Tuple[int, bytes, bytes]:
@@ -370,10 +372,15 @@ class Hypersonic:
         """Run the C loop on an already listening, non-blocking socket until
         :meth:`_request_stop`; the loop owns ``listen_fd`` from here and closes
         it when it stops accepting. Returns after the drain (all connections
-        done or drain_timeout passed)."""
+        done or drain_timeout passed). One app serves per process at a time.
+        Re-raises a KeyboardInterrupt/SystemExit raised by a handler or a
+        signal handler, after the drain."""
         module = self._require_compiled()
         if isinstance(listen_fd, bool) or not isinstance(listen_fd, int) or listen_fd < 0:
             raise ValueError(f"listen_fd must be a non-negative int, got {listen_fd!r}")
+        # Apps with identical routes share one compiled module (and its handler table):
+        # install this app's handlers and limits before serving.
+        module.configure(**self._configuration)
         module.serve(listen_fd)
 
     def _request_stop(self) -> None:
