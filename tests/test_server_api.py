@@ -189,6 +189,12 @@ def test_finalize_orders_fields_and_lets_handler_headers_override_security() -> 
                      b"x-frame-options: SAMEORIGIN\r\n")
 
 
+def test_finalize_drops_fields_the_server_owns() -> None:
+    _, block, _ = finalize(Response("x", headers=[("Date", "x"), ("Connection", "close"), ("Content-Length", "9"),
+                                                  ("Transfer-Encoding", "chunked"), ("X-Kept", "1")]), [])
+    assert block == b"Content-Type: text/plain; charset=utf-8\r\nX-Kept: 1\r\n"
+
+
 def test_finalize_tuple_form_and_no_content_statuses() -> None:
     status, block, body = finalize((204, [("X-A", "1"), ("X-A", "2")], "ignored"), [])
     assert (status, body) == (204, b"")

@@ -34,9 +34,10 @@ HeadersArg = Union[Mapping[str, Any], Iterable[Tuple[str, Any]], None]
 _TOKEN_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _BAD_VALUE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
-# Fields the server owns: a handler cannot set them (Content-Length is always
-# computed from the body; the server does not use transfer codings in responses).
-_SERVER_OWNED = frozenset({"content-length", "transfer-encoding"})
+# Fields the server owns, dropped from a handler's headers: Content-Length is
+# always computed from the body, no transfer coding is used, Date comes from the
+# loop's clock, and Connection follows the request and the server's state.
+_SERVER_OWNED = frozenset({"content-length", "transfer-encoding", "date", "connection"})
 
 def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
@@ -119,7 +120,8 @@ class Response:
     status: an int from 200 to 599.
     headers: a mapping or an iterable of ``(name, value)`` pairs; names are RFC
         9110 tokens and values may not contain CR/LF. A header named like a
-        security header replaces it. ``Content-Length`` is always computed.
+        security header replaces it. ``Content-Length``, ``Transfer-Encoding``,
+        ``Date`` and ``Connection`` belong to the server and are ignored here.
     content_type: overrides the type implied by ``body``.
     """
 
