@@ -230,10 +230,11 @@ def _slow_client(cid: int, port: int, stop: threading.Event, records: List[SlowR
             conn.close()
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 def test_sigterm_under_load_answers_every_started_request_and_exits_zero(
-        tmp_path: Path, servers: List[ServerProcess]) -> None:
+        tmp_path: Path, servers: List[ServerProcess], workers: int) -> None:
     started_log = tmp_path / "started.log"
-    server = start(servers, tmp_path, 2, SOAK_STARTED_LOG=str(started_log),
+    server = start(servers, tmp_path, workers, SOAK_STARTED_LOG=str(started_log),
                    SOAK_DRAIN_TIMEOUT=str(DRAIN_TIMEOUT))
     stop = threading.Event()
     lock = threading.Lock()
