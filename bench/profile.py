@@ -32,7 +32,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -83,7 +83,7 @@ def callgrind_spec(base: run.ServerSpec, out_dir: Path) -> run.ServerSpec:
 
 def annotate(path: Path) -> tuple[int, list[tuple[int, str]]]:
     """(total Ir, [(self Ir, function)...]) from callgrind_annotate, biggest first."""
-    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(path)], capture_output=True, text=True,
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no", "--threshold=100", str(path)], capture_output=True, text=True,
                           check=True).stdout
     total = 0
     functions: list[tuple[int, str]] = []
@@ -93,12 +93,24 @@ def annotate(path: Path) -> tuple[int, list[tuple[int, str]]]:
             continue
         value = int(match.group(1).replace(",", ""))
         what = match.group(2).strip()
+        if what.startswith("=>"):
+            continue  # a call line of annotated source, not a function's own cost
         if what.startswith("PROGRAM TOTALS"):
             total = value
         elif total and what and value < total * STACK_ARTIFACT_SHARE:
             # Functions already on the stack when the counters were zeroed show about the whole
             # total as self cost (a callgrind_annotate artifact of zeroing mid-call): skip them.
             functions.append((value, _short_function(what)))
+    # With debug info, code inlined from several files shows as one entry per file: merge by name.
+    merged: dict[str, int] = {}
+    objects: dict[str, str] = {}
+    for value, label in functions:
+        name, _, obj = label.partition(" (")
+        merged[name] = merged.get(name, 0) + value
+        if obj:
+            objects[name] = obj.rstrip(")")
+    functions = sorted(((value, f"{name} ({objects[name]})" if name in objects else name)
+                        for name, value in merged.items()), reverse=True)
     return total, functions
 
 
@@ -112,6 +124,29 @@ def _short_function(what: str) -> str:
             obj = "hypersonic JIT module"
     function = what.rsplit(":", 1)[-1]
     return f"{function} ({obj})" if obj else function
+
+
+#: (group, test on "function (object)") in order; the first match wins.
+GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("HTTP parser (hs_parse_request)", lambda f: f.startswith("hs_parse_request")),
+    ("GIL release/acquire around the wait", lambda f: any(k in f for k in (
+        "take_gil", "drop_gil", "pthread_mutex", "pthread_cond", "PyEval_SaveThread", "PyEval_RestoreThread",
+        "CheckSignals"))),
+    ("rest of Hypersonic's C (loop, router, responses, buffers)",
+     lambda f: "hypersonic JIT module" in f or f.startswith("hs_")),
+    ("Python interpreter (handler, Request, objects)", lambda f: "libpython" in f or f.startswith("_Py") or
+     f.startswith("Py")),
+    ("libc (memcpy, malloc, syscall wrappers)", lambda f: "libc.so" in f),
+)
+
+
+def grouped(functions: list[tuple[int, str]]) -> dict[str, int]:
+    """Self cost summed per GROUPS entry ("other" for the rest)."""
+    totals: dict[str, int] = {}
+    for value, function in functions:
+        group = next((name for name, test in GROUPS if test(function)), "other")
+        totals[group] = totals.get(group, 0) + value
+    return totals
 
 
 def callgrind_case(name: str, server_name: str, path: str, requests: int, connections: int, depth: int,
@@ -138,7 +173,8 @@ def callgrind_case(name: str, server_name: str, path: str, requests: int, connec
     total, functions = annotate(dumps[-1])
     return {"case": name, "server": server_name, "path": path, "requests": requests, "connections": connections,
             "depth": depth, "total_ir": total, "ir_per_request": total / requests,
-            "top": functions[:TOP_FUNCTIONS], "dump": str(dumps[-1].relative_to(run.REPO_DIR))}
+            "top": functions[:TOP_FUNCTIONS], "groups": grouped(functions),
+            "dump": str(dumps[-1].relative_to(run.REPO_DIR))}
 
 
 def perf_case(server_name: str, duration: float, scratch: Path) -> dict:
@@ -220,7 +256,7 @@ def render(callgrind: list[dict], perf: list[dict], machine: dict[str, str], not
     now = dt.datetime.now(dt.timezone.utc)
     out = [SECTION_BEGIN, "", f"## Where the time goes (profile.sh run of {now:%Y-%m-%d %H:%M} UTC)", "",
            f"- Machine: {machine['cpu']}, {machine['cores']} cores; load before: `{machine['load']}`",
-           f"- Command: `bash bench/profile.sh {' '.join(sys.argv[1:])}`", ""]
+           f"- Command: `{' '.join(['bash bench/profile.sh', *sys.argv[1:]])}`", ""]
     if note:
         out += [f"> {note}", ""]
     if callgrind:
@@ -233,6 +269,13 @@ def render(callgrind: list[dict], perf: list[dict], machine: dict[str, str], not
         for case in callgrind:
             out.append(f"| {case['case']} | {case['requests']:,} | {case['connections']} x {case['depth']} "
                        f"| {case['ir_per_request']:,.0f} |")
+        group_names = [name for name, _ in GROUPS] + ["other"]
+        out += ["", "Instructions per request by where they are spent:", "",
+                "| case | " + " | ".join(group_names) + " |",
+                "| --- | " + " | ".join("---:" for _ in group_names) + " |"]
+        for case in callgrind:
+            out.append(f"| {case['case']} | " + " | ".join(
+                f"{case['groups'].get(name, 0) / case['requests']:,.0f}" for name in group_names) + " |")
         for case in callgrind:
             out += ["", f"Top functions by self cost, **{case['case']}** (`{case['dump']}`):", "",
                     "| share | instr / request | function |", "| ---: | ---: | --- |"]
