@@ -190,6 +190,24 @@ def _tool_missing(tool: str) -> Callable[[], Optional[str]]:
     return lambda: None if shutil.which(tool) else f"{tool} not on PATH"
 
 
+FLOOR_SOURCE = BENCH_DIR / "floor" / "floor_server.c"
+FLOOR_BINARY = OUT_DIR / "floor_server"
+FLOOR_SCENARIOS = ("plaintext-64", "plaintext-256", "pipeline-16")
+
+
+def _build_floor() -> Optional[str]:
+    """Compile floor/floor_server.c with cc -O2; return why not, or None."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        return "no C compiler (cc/gcc/clang) on PATH"
+    OUT_DIR.mkdir(exist_ok=True)
+    result = subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-std=gnu11", "-o", str(FLOOR_BINARY),
+                             str(FLOOR_SOURCE)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return f"{compiler} failed: {result.stderr.strip()[:200]}"
+    return None
+
+
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec(
         "nginx", "nginx, 1 worker, `return 200` config (apps/nginx.conf.template), access log off",
@@ -222,6 +240,12 @@ SERVERS: tuple[ServerSpec, ...] = (
         "hypersonic-dynamic", "Hypersonic, dynamic routes (a Python handler per request), 1 worker",
         lambda port, scratch: [_python(), str(APPS_DIR / "hypersonic_app.py"), "dynamic", str(port)],
         _hypersonic_version, unavailable=_import_error("hypersonic.app")),
+    ServerSpec(
+        "floor-c", "reference floor, not a real server: bench/floor/floor_server.c (epoll, one recv and one "
+        "send per read, fixed response, no Date), plaintext scenarios only",
+        lambda port, scratch: [str(FLOOR_BINARY), str(port)],
+        lambda: "cc -O2", skip_scenarios=tuple(s.name for s in SCENARIOS if s.name not in FLOOR_SCENARIOS),
+        unavailable=_build_floor),
 )
 
 
@@ -770,6 +794,12 @@ def target_lines(cells: list[CellResult], bare_python_kib: int) -> list[str]:
              if hs_plain and nginx_plain else None)
     add("static plaintext-64: server CPU/req, Hypersonic static / nginx", ratio, "<= 0.8",
         None if ratio is None else ratio <= 0.8, "{:.2f}x")
+
+    floor_plain = _cell(cells, "plaintext-64", "floor-c")
+    ratio = (floor_plain.median("cpu_us_per_request") / nginx_plain.median("cpu_us_per_request")
+             if floor_plain and nginx_plain else None)
+    add("(reference) plaintext-64: server CPU/req, bare C floor server / nginx", ratio, "(the floor)", None,
+        "{:.2f}x")
 
     nginx_pipe = _cell(cells, "pipeline-16", "nginx")
     hs_pipe = _cell(cells, "pipeline-16", "hypersonic-static")
