@@ -5,7 +5,7 @@
 # a noisy machine) for Hypersonic static (keep-alive and 16-deep pipelined) and
 # dynamic routes, with nginx as the reference; perf stat attached during a wrk
 # run: task-clock, context switches and syscalls per request by kind. The work
-# is done by bench/profile.py; this wrapper checks the tools and picks the venv.
+# is done by bench/profile_run.py; this wrapper checks the tools and picks the venv.
 # Writes the "Where the time goes" section of bench/RESULTS.md.
 #
 # Usage: bash bench/profile.sh [--requests 20000] [--perf-duration 5] [--skip-callgrind] [--skip-perf] [--no-write]
@@ -26,4 +26,4 @@ done
 if ! perf stat -e task-clock true >/dev/null 2>&1; then
     echo "profile.sh: 'perf stat' is not permitted here (see /proc/sys/kernel/perf_event_paranoid); use --skip-perf." >&2
 fi
-exec "$PYTHON" "$BENCH_DIR/profile.py" "$@"
+exec "$PYTHON" "$BENCH_DIR/profile_run.py" "$@"

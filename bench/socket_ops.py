@@ -28,6 +28,7 @@ import argparse
 import datetime as dt
 import os
 import select
+import shutil
 import socket
 import sys
 import timeit
@@ -278,21 +279,43 @@ def request_response_benchmarks() -> list[tuple[str, float, str, float]]:
     return results
 
 
-def synopsis_benchmark(args: argparse.Namespace) -> dict[str, run.CellResult]:
-    """Both SYNOPSIS loops under wrk, one connection per request, rounds alternating."""
-    specs = [
+def synopsis_specs() -> list[run.ServerSpec]:
+    """The two SYNOPSIS loops as run.py server specs."""
+    return [
         run.ServerSpec(f"synopsis-{impl}", f"SYNOPSIS loop on {impl}",
                        (lambda impl: lambda port, scratch: [sys.executable, str(BENCH_DIR / "apps" / "synopsis_loops.py"),
                                                             impl, str(port)])(impl),
                        lambda: "")
         for impl in ("hypersonic", "stdlib")
     ]
-    started = dt.datetime.now(dt.timezone.utc)
-    scratch_root = BENCH_DIR / "out" / f"socket-ops-{started:%Y%m%d-%H%M%S}"
-    return {cell.server: cell for cell in run.run_scenario(SYNOPSIS_SCENARIO, specs, args, scratch_root)}
 
 
-def render(micro: list[tuple[str, float, str, float]], loops: dict[str, run.CellResult],
+def synopsis_benchmark(args: argparse.Namespace, scratch_root: Path) -> dict[str, run.CellResult]:
+    """Both SYNOPSIS loops under wrk, one connection per request, rounds alternating."""
+    return {cell.server: cell for cell in run.run_scenario(SYNOPSIS_SCENARIO, synopsis_specs(), args, scratch_root)}
+
+
+def synopsis_syscalls(args: argparse.Namespace, scratch_root: Path) -> list[dict]:
+    """perf stat of each SYNOPSIS loop during one more wrk run: syscalls per request (empty without perf)."""
+    if not shutil.which("perf"):
+        return []
+    import profile_run  # noqa: PLC0415  (only needed here; imports run)
+
+    cases = []
+    for server_spec in synopsis_specs():
+        try:
+            figures = profile_run.perf_stat_server(server_spec, SYNOPSIS_SCENARIO, args.duration,
+                                                   scratch_root / f"perf-{server_spec.name}",
+                                                   scratch_root / f"perf-{server_spec.name}.csv")
+        except (RuntimeError, OSError, run.subprocess.SubprocessError) as exc:
+            run.log(f"perf stat {server_spec.name}: {exc}")
+            return []
+        figures["server"] = server_spec.name
+        cases.append(figures)
+    return cases
+
+
+def render(micro: list[tuple[str, float, str, float]], loops: dict[str, run.CellResult], syscalls: list[dict],
            args: argparse.Namespace, machine: dict[str, str], load_after: str) -> str:
     """The markdown written between the socket_ops.py markers of RESULTS.md."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -318,6 +341,11 @@ def render(micro: list[tuple[str, float, str, float]], loops: dict[str, run.Cell
                        f"| {cell.median('cpu_us_per_request'):.2f} | {cell.error_summary()} |")
         else:
             out.append(f"| {name} | {cell.failure} | | | |")
+    if syscalls:
+        import profile_run  # noqa: PLC0415
+
+        out += ["", "Per request in the SYNOPSIS loops (`perf stat` attached during one more wrk run):", "",
+                *profile_run.perf_table(syscalls)]
     rates = {name: rate for name, rate, _, _ in micro}
     std_rates = {name: rate for name, _, _, rate in micro}
     hs_loop, std_loop = loops.get("synopsis-hypersonic"), loops.get("synopsis-stdlib")
@@ -361,9 +389,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     for name, hs_rate, std_name, std_rate in micro:
         run.log(f"{name}: {hs_rate:,.0f}/s   vs {std_name}: {std_rate:,.0f}/s   ({hs_rate / std_rate:.2f}x)")
     run.log("SYNOPSIS loops under wrk")
-    loops = synopsis_benchmark(args)
+    started = dt.datetime.now(dt.timezone.utc)
+    scratch_root = BENCH_DIR / "out" / f"socket-ops-{started:%Y%m%d-%H%M%S}"
+    loops = synopsis_benchmark(args, scratch_root)
+    run.log("SYNOPSIS loops under perf stat")
+    syscalls = synopsis_syscalls(args, scratch_root)
     load_after = run.subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    section = render(micro, loops, args, machine, load_after)
+    section = render(micro, loops, syscalls, args, machine, load_after)
     print(section)
     if not args.no_write:
         run.replace_section(run.RESULTS_MD, SECTION_BEGIN, SECTION_END, section)

@@ -46,7 +46,7 @@ TOP_FUNCTIONS = 12
 STACK_ARTIFACT_SHARE = 0.99
 TRACEFS_SYSCALLS = Path("/sys/kernel/tracing/events/syscalls")
 SYSCALLS = ("recvfrom", "read", "readv", "recvmsg", "sendto", "sendmsg", "write", "writev", "sendfile64",
-            "epoll_wait", "epoll_pwait", "epoll_ctl", "accept4", "close", "setsockopt", "fcntl", "ioctl",
+            "epoll_wait", "epoll_pwait", "epoll_ctl", "accept4", "close", "setsockopt", "fcntl", "ioctl", "getsockname",
             "clock_gettime", "gettimeofday")
 PERF_SCENARIO = run.SCENARIOS[0]  # plaintext-64
 PERF_SERVERS = ("nginx", "hypersonic-static", "hypersonic-dynamic")
@@ -177,20 +177,25 @@ def callgrind_case(name: str, server_name: str, path: str, requests: int, connec
             "dump": str(dumps[-1].relative_to(run.REPO_DIR))}
 
 
-def perf_case(server_name: str, duration: float, scratch: Path) -> dict:
-    """perf stat (task-clock, context switches, syscalls by kind) on the server during one wrk run."""
+def perf_stat_server(server_spec: run.ServerSpec, scenario: run.Scenario, duration: float, scratch: Path,
+                     out_file: Path) -> dict:
+    """Start ``server_spec``, warm it up, and count events with perf stat during one wrk run.
+
+    Returns {"requests", "counts", "per_request"}: task-clock (ms), context switches, all
+    syscalls and syscalls by kind (the SYSCALLS whose tracepoints exist here).
+    """
     events = ["task-clock", "context-switches", "raw_syscalls:sys_enter"]
     events += [f"syscalls:sys_enter_{name}" for name in SYSCALLS if (TRACEFS_SYSCALLS / f"sys_enter_{name}").exists()]
-    server = run.start_server(spec(server_name), scratch / f"perf-{server_name}")
-    out_file = PROFILE_DIR / f"perf-{server_name}.csv"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    server = run.start_server(server_spec, scratch)
     try:
-        run.run_wrk(server.port, PERF_SCENARIO, 1.0)  # warm-up
+        run.run_wrk(server.port, scenario, 1.0)  # warm-up
         pids = ",".join(str(pid) for pid in server.tree())
         perf = subprocess.Popen(["perf", "stat", "-x", ",", "-o", str(out_file), "-e", ",".join(events),
                                  "-p", pids], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             run.time.sleep(0.5)
-            figures = run.run_wrk(server.port, PERF_SCENARIO, duration)
+            figures = run.run_wrk(server.port, scenario, duration)
             run.time.sleep(run.SETTLE_AFTER_RUN_S)
         finally:
             perf.send_signal(signal.SIGINT)
@@ -207,9 +212,39 @@ def perf_case(server_name: str, duration: float, scratch: Path) -> dict:
         except ValueError:
             counts[fields[2]] = float("nan")  # "<not supported>" / "<not counted>"
     requests = max(figures["requests"], 1)
-    return {"server": server_name, "requests": figures["requests"], "counts": counts,
-            "per_request": {event: value / requests for event, value in counts.items()},
-            "samples": perf_record_case(server_name, duration, scratch)}
+    return {"requests": figures["requests"], "counts": counts,
+            "per_request": {event: value / requests for event, value in counts.items()}}
+
+
+def perf_case(server_name: str, duration: float, scratch: Path) -> dict:
+    """perf stat on one run.py server during a plaintext-64 wrk run, then perf record."""
+    figures = perf_stat_server(spec(server_name), PERF_SCENARIO, duration, scratch / f"perf-{server_name}",
+                               PROFILE_DIR / f"perf-{server_name}.csv")
+    figures["server"] = server_name
+    figures["samples"] = perf_record_case(server_name, duration, scratch)
+    return figures
+
+
+def perf_table(cases: list[dict]) -> list[str]:
+    """Markdown rows: one per event, one column per case (case["server"] names it)."""
+    events = list(dict.fromkeys(e for case in cases for e in case["counts"]))
+    out = ["| event | " + " | ".join(case["server"] for case in cases) + " |",
+           "| --- | " + " | ".join("---:" for _ in cases) + " |"]
+    for event in events:
+        cells = []
+        for case in cases:
+            value = case["per_request"].get(event)
+            if value is None or value != value:
+                cells.append("n/a")
+            elif event == "task-clock":
+                cells.append(f"{value * 1000:.2f} us")  # perf reports msec
+            else:
+                cells.append(f"{value:.3f}")
+        shown = event.replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all syscalls")
+        if all(c in ("n/a", "0.000") for c in cells):
+            continue
+        out.append(f"| {shown} | " + " | ".join(cells) + " |")
+    return out
 
 
 def perf_record_case(server_name: str, duration: float, scratch: Path) -> dict:
@@ -283,24 +318,8 @@ def render(callgrind: list[dict], perf: list[dict], machine: dict[str, str], not
                 out.append(f"| {100 * value / max(case['total_ir'], 1):.1f}% | {value / case['requests']:,.0f} "
                            f"| `{function}` |")
     if perf:
-        events = list(dict.fromkeys(e for case in perf for e in case["counts"]))
         out += ["", f"### perf stat per request ({PERF_SCENARIO.description}, wrk on core {run.CLIENT_CORE})", "",
-                "| event | " + " | ".join(case["server"] for case in perf) + " |",
-                "| --- | " + " | ".join("---:" for _ in perf) + " |"]
-        for event in events:
-            cells = []
-            for case in perf:
-                value = case["per_request"].get(event)
-                if value is None or value != value:
-                    cells.append("n/a")
-                elif event == "task-clock":
-                    cells.append(f"{value * 1000:.2f} us")  # perf reports msec
-                else:
-                    cells.append(f"{value:.3f}")
-            shown = event.replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter", "all syscalls")
-            if all(c in ("n/a", "0.000") for c in cells):
-                continue
-            out.append(f"| {shown} | " + " | ".join(cells) + " |")
+                *perf_table(perf)]
         out += ["", "Where the server's CPU goes (`perf record -e cpu-clock`, samples of the server's processes "
                 "during a second wrk run of the same scenario):", "",
                 "| | " + " | ".join(case["server"] for case in perf) + " |",
