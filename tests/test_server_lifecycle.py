@@ -122,6 +122,15 @@ def test_incomplete_head_gets_408_after_recv_timeout(tight: ServerProcess) -> No
         assert _closed_within(reader, TIMEOUT_BOUND)
 
 
+def test_stalled_body_gets_408_after_recv_timeout(tight: ServerProcess) -> None:
+    sock, reader = connect(tight.port)
+    with sock:
+        sock.sendall(b"POST /dyn HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")  # 7 bytes never come
+        resp = reader.response()
+        assert resp.status == 408 and resp.header("connection") == "close"
+        assert _closed_within(reader, TIMEOUT_BOUND)
+
+
 def test_slowloris_trickle_still_gets_408(tight: ServerProcess) -> None:
     sock, reader = connect(tight.port)
     with sock:
