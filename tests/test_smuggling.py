@@ -426,6 +426,7 @@ REJECTED: List[Tuple[str, bytes, FrozenSet[int]]] = [
     ("version_http2", b"GET /health HTTP/2.0\r\nHost: t\r\n\r\n", frozenset({505})),
     ("version_http12", b"GET /health HTTP/1.2\r\nHost: t\r\n\r\n", frozenset({505})),
     ("version_http30", b"GET /health HTTP/3.0\r\nHost: t\r\n\r\n", frozenset({505})),
+    ("version_http09_explicit", b"GET /health HTTP/0.9\r\nHost: t\r\n\r\n", frozenset({505})),
     ("http09_style_request", b"GET /health\r\n\r\n", frozenset({400})),
     ("version_lowercase", b"GET /health http/1.1\r\nHost: t\r\n\r\n", frozenset({400})),
     ("version_no_minor", b"GET /health HTTP/1\r\nHost: t\r\n\r\n", frozenset({400})),
