@@ -9,11 +9,18 @@ The parent process never serves HTTP. It
    Hypersonic) or an unknown host raises :class:`ServerStartupError` before any
    process is forked (port 0 is resolved here to one concrete free port that
    every worker then shares);
-2. forks ``workers`` children. Each child opens its own non-blocking
-   SO_REUSEPORT listener on that address (the kernel spreads connections over
-   them), reports ``ready`` (or the reason it could not bind) over a pipe, and
-   runs ``app._serve_worker(listen_fd)`` until a stop is requested. Children end
-   with :func:`os._exit`, so they never run the parent's ``atexit`` handlers;
+2. opens one non-blocking SO_REUSEPORT listener per worker slot on that address
+   (the kernel spreads connections over them) and forks ``workers`` children.
+   Each child serves its slot's listener (an inherited copy), reports
+   ``ready`` (or the reason it could not start) over a pipe, and runs
+   ``app._serve_worker(listen_fd)`` until a stop is requested. The parent keeps
+   its copy of every slot's listener, so a worker that stops (recycled,
+   replaced on SIGHUP, or crashed and restarted at once) never closes the
+   socket: connections queued on it wait for the slot's next process instead
+   of being reset. A slot restarted with a backoff (crash loop) gets a fresh
+   listener, so meanwhile the kernel sends its clients to the other slots.
+   Children end with :func:`os._exit`, so they never run the parent's
+   ``atexit`` handlers;
 3. supervises: one ``selectors`` loop waits on the signal wake-up pipe
    (:func:`signal.set_wakeup_fd`) and the workers' status pipes. A worker that
    dies after it was ready is replaced, immediately the first time and with an
@@ -34,6 +41,29 @@ the parent with SIGKILL does not leave orphans serving the port.
 
 :func:`serve_in_process` is the same contract for ``workers=1`` without a
 fork: one listener, the signal handlers, ``_serve_worker`` in this process.
+
+Worker lifecycle (recycling and reload)
+---------------------------------------
+With :class:`WorkerLimits` (``max_requests`` + ``max_requests_jitter``,
+``max_worker_rss``) each worker runs a small monitor thread that reads the
+loop's request counter and the process RSS every
+:data:`LIMIT_CHECK_INTERVAL_SECONDS`. Past a limit, it tells the parent
+("retire") over its status pipe *and keeps serving*. The parent forks the
+replacement into the same slot; only when the replacement reports ready (its
+own listener is open) does the parent send SIGTERM to the old worker, which
+then stops accepting, finishes its in-flight requests and exits. So at every
+moment at least one listener of the slot accepts. SIGHUP replaces every worker
+the same way, one slot at a time (the next starts when the previous old worker
+has exited). With a ``reload`` callable (the CLI passes one that re-imports the
+app module and compiles it), the parent calls it first and forks the new
+workers from the app it returns; a failing reload is logged and the old
+workers keep serving.
+
+Listeners: by default each worker opens its own SO_REUSEPORT TCP listener.
+With ``uds=`` (a Unix domain socket path) or ``fd=`` (an inherited listening
+socket, e.g. systemd socket activation) the parent holds the one listening
+socket and every worker accepts on its inherited copy; the parent's copy keeps
+the socket open across worker replacements.
 """
 
 from __future__ import annotations
@@ -41,10 +71,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import selectors
 import signal
 import socket
+import stat
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
@@ -52,6 +85,10 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 __all__ = [
     "ListenAddress",
+    "WorkerLimits",
+    "open_unix_listener",
+    "inherited_listener",
+    "systemd_listen_fd",
     "ServerStartupError",
     "open_listener",
     "resolve_listen_address",
@@ -100,10 +137,22 @@ _STATUS_CRASHED_IDLE = b"C"
 #: Longest reason sent over a status pipe (one pipe write stays atomic).
 STATUS_REASON_MAX_BYTES = 1024
 
+#: ... and, after ready, "past a recycling limit: replace me" + reason.
+_STATUS_RETIRE = b"X"
+#: How often a worker with limits checks its request count and RSS.
+LIMIT_CHECK_INTERVAL_SECONDS = 0.1
+#: ... and the shortest interval, when the worker approaches max_requests fast.
+LIMIT_CHECK_MIN_SECONDS = 0.002
+#: ... and the first interval, before the request rate is known.
+LIMIT_CHECK_FIRST_SECONDS = 0.01
+#: First fd passed by systemd socket activation (sd_listen_fds(3)).
+SD_LISTEN_FDS_START = 3
+
 #: Linux prctl option: signal delivered to us when our parent dies.
 _PR_SET_PDEATHSIG = 1
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_RELOAD_SIGNAL = signal.SIGHUP
 
 
 class ServerStartupError(OSError):
@@ -135,12 +184,17 @@ class ListenAddress:
 
     @property
     def port(self) -> int:
-        """The TCP port."""
+        """The TCP port (0 for a Unix domain socket)."""
+        if self.family not in (socket.AF_INET, socket.AF_INET6):
+            return 0
         return int(self.sockaddr[1])
 
     @property
     def url(self) -> str:
-        """``http://host:port`` as a client would type it (IPv6 in brackets)."""
+        """``http://host:port`` as a client would type it (IPv6 in brackets);
+        ``unix:PATH`` for a Unix domain socket."""
+        if self.family == getattr(socket, "AF_UNIX", None):
+            return f"unix:{self.sockaddr[0]}"
         ip = str(self.sockaddr[0])
         if self.family == socket.AF_INET6:
             return f"http://[{ip}]:{self.port}"
@@ -240,6 +294,225 @@ def open_listener(address: ListenAddress, backlog: int = LISTEN_BACKLOG) -> sock
         sock.close()
         raise _bind_error(address, exc) from exc
     return sock
+
+
+def _fd_listen_address(sock: socket.socket, label: str) -> ListenAddress:
+    name = sock.getsockname()
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        path = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        return ListenAddress(label, sock.family, (path or "(unnamed)",))
+    return ListenAddress(label, sock.family, tuple(name))
+
+
+def _unix_socket_in_use(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True  # unreachable for another reason (e.g. EACCES, a full backlog): do not touch it
+    finally:
+        probe.close()
+    return True
+
+
+def open_unix_listener(path: str, mode: Optional[int] = None,
+                       backlog: int = LISTEN_BACKLOG) -> Tuple[socket.socket, ListenAddress]:
+    """A non-blocking listening Unix domain socket at ``path``.
+
+    A file already at ``path`` is removed only when it is a socket that nothing
+    accepts on (a stale one left by a killed server); a regular file, a
+    directory or a live socket is a :class:`ServerStartupError`. ``mode``
+    (e.g. ``0o660``) is applied with chmod before listen(), so no client can
+    connect while the permissions are still the umask's.
+    """
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"uds must be a non-empty str path, not {path!r}")
+    if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777):
+        raise ValueError(f"uds_mode must be a permission int such as 0o660, got {mode!r}")
+    if not hasattr(socket, "AF_UNIX"):
+        raise ServerStartupError("Unix domain sockets are not available on this platform")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise ServerStartupError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from exc
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ServerStartupError(f"cannot listen on unix:{path}: the path exists and is not a socket")
+        if _unix_socket_in_use(path):
+            raise ServerStartupError(f"cannot listen on unix:{path}: another server is accepting on it")
+        log.info("removing stale socket file %s", path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise ServerStartupError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from exc
+    return sock, ListenAddress(path, socket.AF_UNIX, (path,))
+
+
+def remove_unix_socket(path: str, sock_inode: Optional[int]) -> None:
+    """Unlink the socket file at ``path`` if it is still the one we created."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISSOCK(st.st_mode) and (sock_inode is None or st.st_ino == sock_inode):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def inherited_listener(fd: int) -> Tuple[socket.socket, ListenAddress]:
+    """Adopt an inherited listening stream socket (``fd=3`` from systemd or a supervisor).
+
+    Raises :class:`ServerStartupError` when ``fd`` is not open, not a socket, not
+    a stream socket or not listening; :class:`ValueError` for a bad ``fd``.
+    """
+    if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
+        raise ValueError(f"fd must be a non-negative int, got {fd!r}")
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ServerStartupError(f"cannot use fd {fd}: {exc.strerror or exc} (not an open socket?)") from exc
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
+            raise ServerStartupError(f"cannot use fd {fd}: not a stream (TCP or Unix stream) socket")
+        if hasattr(socket, "SO_ACCEPTCONN") and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise ServerStartupError(f"cannot use fd {fd}: the socket is not listening (call listen() first)")
+        sock.setblocking(False)
+        return sock, _fd_listen_address(sock, f"fd {fd}")
+    except OSError as exc:
+        sock.detach()
+        if isinstance(exc, ServerStartupError):
+            raise
+        raise ServerStartupError(f"cannot use fd {fd}: {exc.strerror or exc}") from exc
+
+
+def systemd_listen_fd(environ: Optional[Dict[str, str]] = None, *, unset: bool = True) -> Optional[int]:
+    """The listening fd passed by systemd socket activation, or None.
+
+    Honours ``LISTEN_PID`` (must be this process) and ``LISTEN_FDS`` (the first
+    of them, fd 3, is used; more is logged). With ``unset`` the variables are
+    removed from ``os.environ`` so children do not take them for their own.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        pid = int(env.get("LISTEN_PID", ""))
+        count = int(env.get("LISTEN_FDS", ""))
+    except ValueError:
+        return None
+    if pid != os.getpid() or count < 1:
+        return None
+    if count > 1:
+        log.warning("systemd passed %d sockets; serving on the first (fd %d) only", count, SD_LISTEN_FDS_START)
+    if unset and environ is None:
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
+    return SD_LISTEN_FDS_START
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """When a worker is recycled: after ``max_requests`` (+ a random 0..jitter,
+    drawn per worker, so workers do not all recycle at once) requests, or once
+    its resident memory passes ``max_worker_rss`` MiB. 0 disables a limit."""
+
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_worker_rss: float = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_requests", "max_requests_jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0 (0 = off), got {value!r}")
+        rss = self.max_worker_rss
+        if isinstance(rss, bool) or not isinstance(rss, (int, float)) or rss < 0:
+            raise ValueError(f"max_worker_rss must be a number of MiB >= 0 (0 = off), got {rss!r}")
+        if self.max_requests_jitter and not self.max_requests:
+            raise ValueError("max_requests_jitter needs max_requests")
+
+    @property
+    def active(self) -> bool:
+        """True when at least one limit is set."""
+        return bool(self.max_requests or self.max_worker_rss)
+
+    def request_limit(self) -> int:
+        """This worker's own request limit (0: none), jitter drawn now."""
+        if not self.max_requests:
+            return 0
+        return self.max_requests + random.randint(0, self.max_requests_jitter)
+
+
+def current_rss_mib() -> Optional[float]:
+    """This process's resident set size in MiB (Linux: /proc; elsewhere the peak RSS)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    except (ImportError, OSError):
+        return None
+
+
+def _start_limit_monitor(app: object, limits: WorkerLimits, status_fd: int) -> None:
+    """A daemon thread telling the parent (once) when this worker passed a limit.
+
+    The request counter is polled at an interval adapted to the request rate
+    (half the time the remaining requests are expected to take, between
+    :data:`LIMIT_CHECK_MIN_SECONDS` and :data:`LIMIT_CHECK_INTERVAL_SECONDS`),
+    so a fast worker overshoots ``max_requests`` by little.
+    """
+    request_limit = limits.request_limit()
+    stats = getattr(app, "stats", None)
+
+    def served() -> int:
+        try:
+            return int(stats()["requests"]) if callable(stats) else 0
+        except Exception:  # noqa: BLE001 - loop not running yet or gone
+            return 0
+
+    def monitor() -> None:
+        interval = LIMIT_CHECK_FIRST_SECONDS  # the rate is not known yet
+        last_count, last_time = 0, time.monotonic()
+        while True:
+            time.sleep(interval)
+            reason = ""
+            if request_limit:
+                count, now = served(), time.monotonic()
+                if count >= request_limit:
+                    reason = f"served {count} requests (max_requests {request_limit})"
+                else:
+                    rate = (count - last_count) / max(now - last_time, 1e-6)
+                    expected = (request_limit - count) / rate if rate > 0 else LIMIT_CHECK_INTERVAL_SECONDS
+                    interval = min(LIMIT_CHECK_INTERVAL_SECONDS, max(LIMIT_CHECK_MIN_SECONDS, expected / 2))
+                    last_count, last_time = count, now
+            if not reason and limits.max_worker_rss:
+                rss = current_rss_mib()
+                if rss is not None and rss > limits.max_worker_rss:
+                    reason = f"RSS {rss:.1f} MiB > max_worker_rss {limits.max_worker_rss:g} MiB"
+            if reason:
+                _write_status(status_fd, _STATUS_RETIRE + reason.encode()[:STATUS_REASON_MAX_BYTES])
+                return
+
+    threading.Thread(target=monitor, name="hypersonic-limits", daemon=True).start()
 
 
 # --------------------------------------------------------------------------- app access
@@ -342,24 +615,31 @@ def _reason(exc: BaseException) -> bytes:
 
 
 def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: int,
-                 parent_pid: int, backlog: int) -> None:
+                 parent_pid: int, backlog: int, shared_fd: Optional[int] = None,
+                 limits: Optional[WorkerLimits] = None) -> None:
     """Body of a forked worker; never returns (ends with :func:`os._exit`)."""
     code = EXIT_CRASHED
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(_RELOAD_SIGNAL, signal.SIG_IGN)  # the parent's business
         _install_stop_handlers(app)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_AROUND_FORK)
         _set_parent_death_signal(parent_pid)
         try:
-            listener = open_listener(address, backlog)
-        except ServerStartupError as exc:
+            if shared_fd is not None:
+                listen_fd = os.dup(shared_fd)  # the parent's socket; the loop closes this copy
+            else:
+                listen_fd = open_listener(address, backlog).detach()
+        except (ServerStartupError, OSError) as exc:
             _write_status(status_fd, _STATUS_FAILED + _reason(exc))
             code = EXIT_STARTUP_FAILED
             return
         _write_status(status_fd, _STATUS_READY)
+        if limits is not None and limits.active:
+            _start_limit_monitor(app, limits, status_fd)
         log.debug("worker %d (pid %d) serving on %s", index, os.getpid(), address.url)
         try:
-            app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
+            app._serve_worker(listen_fd)  # the loop owns the fd from here and closes it
         except BaseException as exc:  # noqa: B036 - a worker must end in os._exit whatever happens
             if _accepted_connections(app) == 0:
                 _write_status(status_fd, _STATUS_CRASHED_IDLE + _reason(exc))
@@ -381,7 +661,7 @@ def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: 
 
 # --------------------------------------------------------------------------- supervisor side
 
-_BLOCKED_AROUND_FORK = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+_BLOCKED_AROUND_FORK = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP}
 
 
 @dataclass
@@ -398,6 +678,20 @@ class _WorkerSlot:
     young_deaths: int = 0
     restart_at: Optional[float] = None
     status_buffer: bytes = field(default=b"", repr=False)
+    retire_reason: str = ""
+    #: The slot's previous process, still serving until this one is ready.
+    predecessor: Optional[int] = None
+    #: The slot's own listener (held by the parent), None with a shared listener.
+    listener: Optional[socket.socket] = field(default=None, repr=False)
+
+
+@dataclass
+class _Outgoing:
+    """A replaced worker: told to stop (SIGTERM) once its successor was ready."""
+
+    index: int
+    pid: int
+    kill_at: float
 
 
 def _describe_status(status: int) -> str:
@@ -416,10 +710,19 @@ def _describe_status(status: int) -> str:
 class _Supervisor:
     """The parent's state machine: spawn, watch, restart, drain."""
 
-    def __init__(self, app: WorkerApp, address: ListenAddress, workers: int, backlog: int) -> None:
+    def __init__(self, app: WorkerApp, address: ListenAddress, workers: int, backlog: int,
+                 shared_fd: Optional[int] = None, limits: Optional[WorkerLimits] = None,
+                 reload: Optional[Callable[[], WorkerApp]] = None) -> None:
         self.app = app
         self.address = address
         self.backlog = backlog
+        self.shared_fd = shared_fd
+        self.limits = limits
+        self.reload = reload
+        self.outgoing: List[_Outgoing] = []
+        self.reload_requested = False
+        #: Slots still to replace for the current SIGHUP, in order.
+        self.reload_queue: List[int] = []
         self.slots = [_WorkerSlot(index) for index in range(workers)]
         self.selector = selectors.DefaultSelector()
         self.wake_read, self.wake_write = os.pipe()
@@ -439,7 +742,7 @@ class _Supervisor:
         previous_handlers: Dict[int, Any] = {}
         try:
             previous_wakeup = signal.set_wakeup_fd(self.wake_write, warn_on_full_buffer=False)
-            for sig in (*_STOP_SIGNALS, signal.SIGCHLD):
+            for sig in (*_STOP_SIGNALS, signal.SIGCHLD, _RELOAD_SIGNAL):
                 previous_handlers[int(sig)] = signal.signal(sig, self._on_signal)
             for slot in self.slots:
                 self._spawn(slot)
@@ -458,6 +761,9 @@ class _Supervisor:
     def _close(self) -> None:
         for slot in self.slots:
             self._close_status(slot)
+            if slot.listener is not None:
+                slot.listener.close()
+                slot.listener = None
         self.selector.close()
         for fd in (self.wake_read, self.wake_write):
             try:
@@ -473,10 +779,21 @@ class _Supervisor:
                 self.force_kill = True
             if self.stop_signal is None:
                 self.stop_signal = signum
+        elif signum == _RELOAD_SIGNAL:
+            self.reload_requested = True
 
     # -- spawning --------------------------------------------------------------------
 
     def _spawn(self, slot: _WorkerSlot) -> None:
+        if self.shared_fd is None and slot.listener is None:
+            try:
+                slot.listener = open_listener(self.address, self.backlog)
+            except ServerStartupError as exc:
+                if self.fatal is None:
+                    self.fatal = str(exc)
+                    log.error("worker %d cannot start: %s", slot.index, exc)
+                return
+        listen_fd = self.shared_fd if slot.listener is None else slot.listener.fileno()
         status_read, status_write = os.pipe()
         for stream in (sys.stdout, sys.stderr):  # nothing buffered may be duplicated
             try:
@@ -502,9 +819,12 @@ class _Supervisor:
                 for other in self.slots:
                     if other.status_fd is not None:
                         os.close(other.status_fd)
+                    if other is not slot and other.listener is not None:
+                        other.listener.close()
             except BaseException:  # noqa: B036
                 os._exit(EXIT_CRASHED)
-            _worker_main(self.app, self.address, slot.index, status_write, self.parent_pid, self.backlog)
+            _worker_main(self.app, self.address, slot.index, status_write, self.parent_pid, self.backlog,
+                         listen_fd, self.limits)
             os._exit(EXIT_CRASHED)  # not reached
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         os.close(status_write)
@@ -516,6 +836,7 @@ class _Supervisor:
         slot.ready = False
         slot.failure = ""
         slot.crash = ""
+        slot.retire_reason = ""
         slot.restart_at = None
         self.selector.register(status_read, selectors.EVENT_READ, slot)
         log.debug("worker %d started (pid %d)", slot.index, pid)
@@ -529,6 +850,8 @@ class _Supervisor:
             for slot in self.slots:
                 if slot.restart_at is not None:
                     timeout = min(timeout, max(0.0, slot.restart_at - now))
+            for old in self.outgoing:
+                timeout = min(timeout, max(0.0, old.kill_at - now))
             self._wait(timeout)
             self._reap(block=False)
             if self.stop_signal is not None or self.fatal is not None:
@@ -537,6 +860,80 @@ class _Supervisor:
             for slot in self.slots:
                 if slot.pid is None and slot.restart_at is not None and slot.restart_at <= now:
                     self._spawn(slot)
+            self._kill_overdue(now)
+            if self.reload_requested:
+                self.reload_requested = False
+                self._start_reload()
+            self._advance_reload()
+            for slot in self.slots:
+                if slot.retire_reason and slot.predecessor is None and slot.pid is not None:
+                    self._replace(slot, slot.retire_reason)
+
+    # -- recycling and reload -----------------------------------------------------------
+
+    def _replace(self, slot: _WorkerSlot, why: str) -> None:
+        """Fork the slot's successor now; its predecessor keeps serving until it is ready."""
+        old_pid = slot.pid
+        if old_pid is None:
+            return
+        log.info("worker %d (pid %d) %s: starting its replacement", slot.index, old_pid, why)
+        self._close_status(slot)
+        slot.pid = None
+        slot.predecessor = old_pid
+        self._spawn(slot)
+
+    def _on_ready(self, slot: _WorkerSlot) -> None:
+        """The slot's new process listens: the predecessor may stop accepting now."""
+        old_pid = slot.predecessor
+        if old_pid is None:
+            return
+        slot.predecessor = None
+        deadline = time.monotonic() + _drain_timeout(self.app) + EXIT_GRACE_SECONDS
+        self.outgoing.append(_Outgoing(slot.index, old_pid, deadline))
+        try:
+            os.kill(old_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        log.info("worker %d replaced (pid %d -> %s); old worker draining", slot.index, old_pid, slot.pid)
+
+    def _kill_overdue(self, now: float) -> None:
+        for old in self.outgoing:
+            if old.kill_at <= now:
+                log.warning("replaced worker %d (pid %d) still running after the drain; killing it",
+                            old.index, old.pid)
+                try:
+                    os.kill(old.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                old.kill_at = now + IDLE_POLL_SECONDS
+
+    def _start_reload(self) -> None:
+        if self.reload is not None:
+            try:
+                new_app = self.reload()
+            except Exception as exc:  # noqa: BLE001 - a broken reload must not take the server down
+                log.error("SIGHUP: reloading the app failed, the running workers keep serving: %s: %s",
+                          type(exc).__name__, exc)
+                return
+            self.app = new_app
+        log.info("SIGHUP: replacing %d worker(s) one at a time", len(self.slots))
+        self.reload_queue = [slot.index for slot in self.slots]
+
+    def _advance_reload(self) -> None:
+        """Replace the next queued slot once no replacement is in progress."""
+        if not self.reload_queue:
+            return
+        if self.outgoing or any(slot.predecessor is not None for slot in self.slots):
+            return
+        slot = self.slots[self.reload_queue[0]]
+        if slot.pid is None:
+            if slot.restart_at is None:  # dead and not scheduled: nothing to replace
+                self.reload_queue.pop(0)
+            return
+        if not slot.ready:
+            return
+        self.reload_queue.pop(0)
+        self._replace(slot, "reload (SIGHUP)")
 
     def _wait(self, timeout: float) -> None:
         for key, _mask in self.selector.select(timeout):
@@ -572,7 +969,11 @@ class _Supervisor:
             if not slot.ready:
                 slot.ready = True
                 log.debug("worker %d ready (pid %s)", slot.index, slot.pid)
+                self._on_ready(slot)
             rest = buffer[len(_STATUS_READY):]
+            if rest.startswith(_STATUS_RETIRE):
+                slot.retire_reason = rest[len(_STATUS_RETIRE):].decode("utf-8", "replace") or "past a limit"
+                rest = b""
             if rest.startswith(_STATUS_CRASHED_IDLE):
                 slot.crash = rest[len(_STATUS_CRASHED_IDLE):].decode("utf-8", "replace")
         elif buffer.startswith(_STATUS_FAILED):
@@ -606,6 +1007,18 @@ class _Supervisor:
                 done, status = pid, 0
             if done == pid:
                 self._on_worker_exit(slot, status)
+        for old in list(self.outgoing) + [_Outgoing(s.index, s.predecessor, 0.0) for s in self.slots
+                                          if s.predecessor is not None]:
+            try:
+                done, status = os.waitpid(old.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                done, status = old.pid, 0
+            if done == old.pid:
+                self.outgoing = [o for o in self.outgoing if o.pid != old.pid]
+                for s in self.slots:
+                    if s.predecessor == old.pid:  # died before its successor was ready
+                        s.predecessor = None
+                log.debug("replaced worker %d (pid %d) %s", old.index, old.pid, _describe_status(status))
 
     def _on_worker_exit(self, slot: _WorkerSlot, status: int) -> None:
         pid = slot.pid
@@ -640,13 +1053,19 @@ class _Supervisor:
             delay = min(RESTART_BACKOFF_MAX_SECONDS,
                         RESTART_BACKOFF_BASE_SECONDS * (2 ** (slot.young_deaths - 1)))
         slot.restart_at = time.monotonic() + delay
+        if delay > 0 and slot.listener is not None:
+            # Crash loop: do not park this slot's clients on a socket nobody accepts on.
+            slot.listener.close()
+            slot.listener = None
         log.warning("worker %d (pid %s) %s after %.1fs; restarting it in %.2fs",
                     slot.index, pid, _describe_status(status), lifetime, delay)
 
     # -- shutdown --------------------------------------------------------------------
 
     def _live_pids(self) -> List[int]:
-        return [slot.pid for slot in self.slots if slot.pid is not None]
+        pids = [slot.pid for slot in self.slots if slot.pid is not None]
+        pids += [slot.predecessor for slot in self.slots if slot.predecessor is not None]
+        return pids + [old.pid for old in self.outgoing]
 
     def _kill_all(self, sig: int) -> None:
         for pid in self._live_pids():
@@ -690,9 +1109,25 @@ class _Supervisor:
 # --------------------------------------------------------------------------- entry points
 
 
+def _open_shared(uds: Optional[str], uds_mode: Optional[int], fd: Optional[int],
+                 backlog: int) -> Tuple[Optional[socket.socket], Optional[ListenAddress]]:
+    if uds is not None and fd is not None:
+        raise ValueError("give uds or fd, not both")
+    if uds is not None:
+        return open_unix_listener(os.fspath(uds), uds_mode, backlog)
+    if uds_mode is not None:
+        raise ValueError("uds_mode needs uds")
+    if fd is not None:
+        return inherited_listener(fd)
+    return None, None
+
+
 def serve(app: WorkerApp, host: Optional[str] = "0.0.0.0", port: int = 8080, workers: int = 1,
           *, backlog: int = LISTEN_BACKLOG,
-          on_ready: Optional[Callable[[ListenAddress], None]] = None) -> None:
+          on_ready: Optional[Callable[[ListenAddress], None]] = None,
+          uds: Optional[str] = None, uds_mode: Optional[int] = None, fd: Optional[int] = None,
+          limits: Optional[WorkerLimits] = None,
+          reload: Optional[Callable[[], WorkerApp]] = None) -> None:
     """Serve ``app`` from ``workers`` forked processes until SIGTERM/SIGINT.
 
     The app is compiled first if it is not yet. Returns normally after a
@@ -701,44 +1136,67 @@ def serve(app: WorkerApp, host: Optional[str] = "0.0.0.0", port: int = 8080, wor
     :class:`TypeError`/:class:`ValueError` naming a bad argument.
     ``on_ready`` is called in the parent with the resolved address just before
     the workers are forked (the CLI logs its startup line there).
+
+    ``uds``/``uds_mode``: serve on a Unix domain socket instead of host:port;
+    ``fd``: serve on an inherited listening socket. ``limits``: recycle
+    workers (see :class:`WorkerLimits`). ``reload``: called on SIGHUP; returns
+    the (compiled) app the replacement workers serve.
     """
     workers = _check_workers(workers)
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be a positive int, got {backlog!r}")
+    if limits is not None and not isinstance(limits, WorkerLimits):
+        raise TypeError(f"limits must be a WorkerLimits, not {type(limits).__name__}")
     if not hasattr(os, "fork"):
         raise ServerStartupError("workers need os.fork(), which this platform lacks")
-    address = probe_address(resolve_listen_address(host, port))
-    _ensure_compiled(app)
-    if on_ready is not None:
-        on_ready(address)
-    log.info("%s", startup_message(app, address, workers))
-    log.debug("supervisor pid %d forking %d worker(s) on %s", os.getpid(), workers, address.url)
-    _Supervisor(app, address, workers, backlog).run()
+    shared, address = _open_shared(uds, uds_mode, fd, backlog)
+    inode = os.stat(uds).st_ino if uds is not None else None
+    try:
+        if address is None:
+            address = probe_address(resolve_listen_address(host, port))
+        _ensure_compiled(app)
+        if on_ready is not None:
+            on_ready(address)
+        log.info("%s", startup_message(app, address, workers))
+        log.debug("supervisor pid %d forking %d worker(s) on %s", os.getpid(), workers, address.url)
+        _Supervisor(app, address, workers, backlog, None if shared is None else shared.fileno(),
+                    limits, reload).run()
+    finally:
+        if shared is not None:
+            shared.close()
+        if uds is not None:
+            remove_unix_socket(os.fspath(uds), inode)
 
 
 def serve_in_process(app: WorkerApp, host: Optional[str] = "0.0.0.0", port: int = 8080,
                      *, backlog: int = LISTEN_BACKLOG,
-                     on_ready: Optional[Callable[[ListenAddress], None]] = None) -> None:
+                     on_ready: Optional[Callable[[ListenAddress], None]] = None,
+                     uds: Optional[str] = None, uds_mode: Optional[int] = None,
+                     fd: Optional[int] = None) -> None:
     """Serve ``app`` in this process (no fork) until SIGTERM/SIGINT, then drain.
 
     Same address handling, errors and signal contract as :func:`serve`; the
     previous SIGTERM/SIGINT handlers are restored on return.
     """
-    address = probe_address(resolve_listen_address(host, port))
-    _ensure_compiled(app)
-    listener = open_listener(address, backlog)
+    listener, address = _open_shared(uds, uds_mode, fd, backlog)
+    inode = os.stat(uds).st_ino if uds is not None else None
     try:
+        if address is None:
+            address = probe_address(resolve_listen_address(host, port))
+        _ensure_compiled(app)
+        if listener is None:
+            listener = open_listener(address, backlog)
         if on_ready is not None:
             on_ready(address)
         log.info("%s", startup_message(app, address, 1))
-    except BaseException:
-        listener.close()
-        raise
-    previous = _install_stop_handlers(app)
-    try:
-        app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
+        previous = _install_stop_handlers(app)
+        try:
+            app._serve_worker(listener.detach())  # the loop owns the fd from here and closes it
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
+        if listener is not None:
+            listener.close()  # no-op once detached
+        if uds is not None:
+            remove_unix_socket(os.fspath(uds), inode)

@@ -388,10 +388,19 @@ class Hypersonic:
         if self._module is not None:
             self._module.request_stop()
 
-    def run(self, port: int = 8080, host: str = "0.0.0.0", workers: int = 1) -> None:
+    def run(self, port: int = 8080, host: str = "0.0.0.0", workers: int = 1, *,
+            uds: Optional[str] = None, uds_mode: Optional[int] = None, fd: Optional[int] = None,
+            max_requests: int = 0, max_requests_jitter: int = 0, max_worker_rss: float = 0) -> None:
         """Serve on host:port until SIGTERM/SIGINT, then drain and return.
 
-        workers > 1 forks that many processes (hypersonic._supervisor).
+        workers > 1 forks that many processes (hypersonic._supervisor); so does
+        a recycling limit (max_requests [+ a random 0..max_requests_jitter]
+        requests, or max_worker_rss MiB of resident memory: the worker is
+        replaced, its successor listening before it stops accepting), and a
+        forked server replaces its workers one at a time on SIGHUP.
+        uds="/path.sock" serves on a Unix domain socket instead (uds_mode sets
+        its permissions, e.g. 0o660); fd=N serves on an inherited listening
+        socket (systemd socket activation). See docs/OPERATIONS.md.
         Raises RuntimeError before compile(), ValueError for bad arguments,
         OSError when the address cannot be bound.
         """
@@ -404,11 +413,13 @@ class Hypersonic:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         from . import _supervisor
 
-        if workers > 1:
-            _supervisor.serve(self, host, port, workers)
+        limits = _supervisor.WorkerLimits(max_requests, max_requests_jitter, max_worker_rss)
+        listen: Dict[str, Any] = dict(uds=uds, uds_mode=uds_mode, fd=fd)
+        if workers > 1 or limits.active:
+            _supervisor.serve(self, host, port, workers, limits=limits, **listen)
         else:
             # Same listener, startup line and SIGTERM/SIGINT -> _request_stop contract as a worker.
-            _supervisor.serve_in_process(self, host, port)
+            _supervisor.serve_in_process(self, host, port, **listen)
 
 
 def _backend_defines() -> Dict[str, Optional[str]]:

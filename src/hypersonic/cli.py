@@ -46,7 +46,8 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 #: Defaults of run() options (the constructor's come from its signature).
-RUN_DEFAULTS: Dict[str, Any] = {"host": "0.0.0.0", "port": 8080, "workers": 1}
+RUN_DEFAULTS: Dict[str, Any] = {"host": "0.0.0.0", "port": 8080, "workers": 1, "uds": None, "uds_mode": None,
+                                "fd": None, "max_requests": 0, "max_requests_jitter": 0, "max_worker_rss": 0}
 
 
 class AppImportError(Exception):
@@ -81,6 +82,15 @@ OPTIONS: List[Option] = [
     Option("port", int, "run", "TCP port to listen on (0 picks a free one, shown in the startup line)"),
     Option("workers", int, "run", "worker processes, each with its own SO_REUSEPORT listener; "
            "the parent restarts a worker that dies"),
+    Option("uds", str, "run", "serve on this Unix domain socket path instead of host:port "
+           "(a stale socket file nothing accepts on is replaced)"),
+    Option("uds_mode", str, "run", "permissions of the --uds socket file, octal (e.g. 660)"),
+    Option("fd", int, "run", "serve on this inherited listening socket fd instead of host:port; "
+           "without --fd/--uds, systemd socket activation (LISTEN_FDS/LISTEN_PID) is used when present"),
+    Option("max_requests", int, "run", "recycle a worker after this many requests (0: never); its "
+           "replacement listens before it stops accepting"),
+    Option("max_requests_jitter", int, "run", "add a random 0..N to each worker's --max-requests"),
+    Option("max_worker_rss", float, "run", "recycle a worker whose resident memory passes this many MiB (0: never)"),
     Option("cache_dir", str, "app", "directory of the compiled-C cache"),
     Option("max_connections", int, "app", "open connections per worker; more wait in the listen backlog"),
     Option("max_request_size", int, "app", "largest request body in bytes (larger: 413)"),
@@ -110,7 +120,8 @@ def _constructor_defaults() -> Dict[str, Any]:
 
 def _default_text(option: Option, constructor_defaults: Dict[str, Any]) -> str:
     if option.target == "run":
-        return repr(RUN_DEFAULTS[option.name])
+        default = RUN_DEFAULTS[option.name]
+        return "none" if default is None else repr(default)
     if option.target == "cli":
         return "'info'"
     keyword = option.keyword or option.name
@@ -152,6 +163,14 @@ def build_parser(with_app_argument: bool = True, prog: Optional[str] = None) -> 
                 metavar = "DIR"
             elif option.name == "log_level":
                 metavar = "LEVEL"
+            elif option.name == "uds":
+                metavar = "PATH"
+            elif option.name == "uds_mode":
+                metavar = "MODE"
+            elif option.name == "max_worker_rss":
+                metavar = "MIB"
+            elif option.name == "fd":
+                metavar = "FD"
             parser.add_argument(option.flag, dest=option.name, metavar=metavar, default=None,
                                 help=text, type=_converter(option, option.flag))
     parser.add_argument("--version", action="version", version=f"hypersonic {__version__}")
@@ -187,9 +206,23 @@ def _convert(option: Option, text: str) -> Any:
         try:
             value = float(text)
         except ValueError:
-            raise ValueError(f"expected a number of seconds, got {text!r}") from None
+            unit = "MiB" if option.name == "max_worker_rss" else "seconds"
+            raise ValueError(f"expected a number of {unit}, got {text!r}") from None
     else:
         value = text
+    if option.name == "uds_mode":
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise ValueError(f"expected an octal permission such as 660, got {text!r}") from None
+        if not 0 <= value <= 0o7777:
+            raise ValueError(f"expected an octal permission such as 660, got {text!r}")
+    if option.name == "uds" and not value:
+        raise ValueError("expected a socket path")
+    if option.name in ("fd", "max_requests", "max_requests_jitter") and value < 0:
+        raise ValueError(f"expected a non-negative integer, got {text!r}")
+    if option.name == "max_worker_rss" and value < 0:
+        raise ValueError(f"expected a non-negative number of MiB, got {text!r}")
     if option.name == "port" and not 0 <= value <= 65535:
         raise ValueError(f"expected a port between 0 and 65535, got {text!r}")
     if option.name in ("workers", "max_connections", "max_request_size") and value < 1:
@@ -333,17 +366,58 @@ def _setup_logging(level_name: str) -> None:
     logging.getLogger("hypersonic").setLevel(level)
 
 
-def _serve(app: Any, given: Dict[str, Any]) -> int:
+def _serve_supervised(app: Any, run_kwargs: Dict[str, Any], reload: Callable[[], Any]) -> None:
+    """The forked server, with ``reload`` (SIGHUP re-imports the app module)."""
+    from . import _supervisor
+
+    limits = _supervisor.WorkerLimits(run_kwargs["max_requests"], run_kwargs["max_requests_jitter"],
+                                      run_kwargs["max_worker_rss"])
+    _supervisor.serve(app, run_kwargs["host"], run_kwargs["port"], run_kwargs["workers"],
+                      uds=run_kwargs["uds"], uds_mode=run_kwargs["uds_mode"], fd=run_kwargs["fd"],
+                      limits=limits, reload=reload)
+
+
+def reloader(path: str, given: Dict[str, Any]) -> Callable[[], Any]:
+    """A SIGHUP reload for the app at ``path``: re-import its module (``importlib.reload``;
+    modules it imports are not re-imported), apply the command's options, compile."""
+
+    def reload() -> Any:
+        module_name = path.partition(":")[0]
+        module = sys.modules.get(module_name)
+        if module is not None:
+            importlib.invalidate_caches()
+            importlib.reload(module)
+        app = load_app(path)
+        apply_app_options(app, given)
+        if not _is_compiled(app):
+            app.compile()
+        return app
+
+    return reload
+
+
+def _serve(app: Any, given: Dict[str, Any], reload: Optional[Callable[[], Any]] = None) -> int:
     """Compile if needed, run until stopped; returns the exit status."""
     from ._supervisor import ServerStartupError
 
     from .jit import CompileError, CompilerNotFound
 
     run_kwargs = {name: given.get(name, default) for name, default in RUN_DEFAULTS.items()}
+    if run_kwargs["fd"] is None and run_kwargs["uds"] is None:
+        from ._supervisor import systemd_listen_fd
+
+        activated = systemd_listen_fd()
+        if activated is not None:
+            log.info("systemd socket activation: serving on fd %d", activated)
+            run_kwargs["fd"] = activated
     try:
         if not _is_compiled(app):
             app.compile()
-        app.run(**run_kwargs)
+        if reload is not None and (run_kwargs["workers"] > 1 or run_kwargs["max_requests"]
+                                   or run_kwargs["max_worker_rss"]):
+            _serve_supervised(app, run_kwargs, reload)
+        else:
+            app.run(**run_kwargs)
     except (ServerStartupError, CompilerNotFound, CompileError) as exc:
         sys.stderr.write(f"hypersonic: error: {exc}\n")
         return EXIT_STARTUP
@@ -370,11 +444,17 @@ def run_app(app: Any, argv: Optional[Sequence[str]] = None, prog: Optional[str] 
 
 
 def _run(parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-         get_app: Callable[[], Any]) -> int:
+         get_app: Callable[[], Any], app_path: Optional[str] = None) -> int:
     try:
         given = resolve_options(namespace)
     except ValueError as exc:
         parser.error(str(exc))
+    if "uds" in given and "fd" in given:
+        parser.error("give --uds or --fd, not both")
+    if "uds_mode" in given and "uds" not in given:
+        parser.error("--uds-mode needs --uds")
+    if given.get("max_requests_jitter") and not given.get("max_requests"):
+        parser.error("--max-requests-jitter needs --max-requests")
     _setup_logging(given.get("log_level", "info"))
     try:
         app = get_app()  # an exception raised by the app module itself keeps its traceback
@@ -386,14 +466,14 @@ def _run(parser: argparse.ArgumentParser, namespace: argparse.Namespace,
             raise AppImportError(str(exc)) from None
     except AppImportError as exc:
         parser.exit(EXIT_USAGE, f"{parser.prog}: error: {exc}\n")
-    return _serve(app, given)
+    return _serve(app, given, reloader(app_path, given) if app_path else None)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``hypersonic`` and ``python -m hypersonic``; returns the exit status."""
     parser = build_parser(with_app_argument=True, prog="hypersonic")
     namespace = parser.parse_args(argv)
-    return _run(parser, namespace, lambda: load_app(namespace.app))
+    return _run(parser, namespace, lambda: load_app(namespace.app), namespace.app)
 
 
 if __name__ == "__main__":  # pragma: no cover
