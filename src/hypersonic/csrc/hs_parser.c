@@ -701,38 +701,81 @@ enum {
 };
 
 /*
- * Framing fields are refused in trailers: RFC 9110 6.5.1 forbids sending
- * them there (message framing must be known before the content), and a
- * "Transfer-Encoding" or "Content-Length" trailer is only ever sent to
- * confuse an intermediary that merges trailers into the header section.
- * The name arrives byte by byte (possibly across calls), so it is matched
- * incrementally: during a trailer name, d->digits holds the set of framing
- * names still matching and d->line_bytes the name's length so far.
+ * Framing fields in trailers (RFC 9110 6.5.1: a sender must not put them
+ * there; RFC 9110 6.5.2: a recipient may discard trailers, as we do):
+ *  - Transfer-Encoding, any value: error. It can only serve to confuse an
+ *    intermediary that merges trailers into the header section.
+ *  - Content-Length: error unless it is one field whose value is a valid
+ *    Content-Length (OWS 1*DIGIT OWS); such a field is discarded like the
+ *    other trailers. (h11 accepts every trailer section accepted here.)
+ * The name and value arrive byte by byte, possibly across calls, so they are
+ * matched incrementally. During the trailer section d->digits holds the flag
+ * bits below and d->line_bytes the length of the current field name.
  */
-static const char *const hs_framing_trailers[] = {"content-length", "transfer-encoding"};
-#define HS_N_FRAMING_TRAILERS (sizeof hs_framing_trailers / sizeof hs_framing_trailers[0])
-#define HS_FRAMING_TRAILERS_ALL ((1 << HS_N_FRAMING_TRAILERS) - 1)
+#define HS_TR_IS_CL 0x01       /* the name so far matches "content-length" */
+#define HS_TR_IS_TE 0x02       /* the name so far matches "transfer-encoding" */
+#define HS_TR_CL_SEEN 0x04     /* a Content-Length trailer was seen (whole section) */
+#define HS_TR_IN_CL 0x08       /* in the value of a Content-Length trailer */
+#define HS_TR_CL_DIGITS 0x10   /* ... its digits have started */
+#define HS_TR_CL_AFTER 0x20    /* ... OWS after the digits */
+#define HS_TR_LINE_BITS (HS_TR_IS_CL | HS_TR_IS_TE | HS_TR_IN_CL | HS_TR_CL_DIGITS | HS_TR_CL_AFTER)
 
+static const char hs_trailer_cl[] = "content-length";
+static const char hs_trailer_te[] = "transfer-encoding";
+
+/* Start of a trailer field name (its first byte follows). */
+static void hs_trailer_name_start(hs_chunked_decoder *d)
+{
+    d->digits = (d->digits & ~HS_TR_LINE_BITS) | HS_TR_IS_CL | HS_TR_IS_TE;
+    d->line_bytes = 0;
+}
+
+/* One more byte of the name: drop the framing names it no longer matches. A
+ * name still flagged has matched line_bytes bytes, so name[line_bytes] is in
+ * bounds (at worst its terminating NUL). */
 static void hs_trailer_name_byte(hs_chunked_decoder *d, unsigned char c)
 {
-    size_t i = d->line_bytes, k;
-    for (k = 0; k < HS_N_FRAMING_TRAILERS; k++) {
-        const char *name = hs_framing_trailers[k];
-        /* a live candidate has matched i bytes, so name[i] is in bounds */
-        if ((d->digits & (1 << k)) && (name[i] == '\0' || (unsigned char)name[i] != hs_lower(c)))
-            d->digits &= ~(1 << k);
-    }
+    size_t i = d->line_bytes;
+    if ((d->digits & HS_TR_IS_CL) && (unsigned char)hs_trailer_cl[i] != hs_lower(c))
+        d->digits &= ~HS_TR_IS_CL;
+    if ((d->digits & HS_TR_IS_TE) && (unsigned char)hs_trailer_te[i] != hs_lower(c))
+        d->digits &= ~HS_TR_IS_TE;
     d->line_bytes = i + 1;
 }
 
-static int hs_trailer_name_is_framing(const hs_chunked_decoder *d)
+/* The colon after the name: returns 0, or -1 when the field is refused. */
+static int hs_trailer_name_end(hs_chunked_decoder *d)
 {
-    size_t k;
-    for (k = 0; k < HS_N_FRAMING_TRAILERS; k++) {
-        if ((d->digits & (1 << k)) && hs_framing_trailers[k][d->line_bytes] == '\0')
-            return 1;
+    size_t n = d->line_bytes;
+    int is_cl = (d->digits & HS_TR_IS_CL) && hs_trailer_cl[n] == '\0';
+    int is_te = (d->digits & HS_TR_IS_TE) && hs_trailer_te[n] == '\0';
+    d->digits &= ~(HS_TR_IS_CL | HS_TR_IS_TE);
+    if (is_te)
+        return -1;
+    if (is_cl) {
+        if (d->digits & HS_TR_CL_SEEN)
+            return -1; /* a second Content-Length trailer */
+        d->digits |= HS_TR_CL_SEEN | HS_TR_IN_CL;
     }
     return 0;
+}
+
+/* One value byte c (already known to be a field-value byte, not CR) of a
+ * Content-Length trailer: OWS 1*DIGIT OWS. Returns 0, or -1 when invalid. */
+static int hs_trailer_cl_byte(hs_chunked_decoder *d, unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        if (d->digits & HS_TR_CL_AFTER)
+            return -1; /* "5 5" */
+        d->digits |= HS_TR_CL_DIGITS;
+        return 0;
+    }
+    if (c == ' ' || c == '\t') {
+        if (d->digits & HS_TR_CL_DIGITS)
+            d->digits |= HS_TR_CL_AFTER;
+        return 0;
+    }
+    return -1; /* "+5", "0x5", "5, 5" */
 }
 
 HS_API void hs_chunked_init(hs_chunked_decoder *d)
@@ -850,8 +893,7 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
                 d->state = HS_CH_FINAL_LF;
             } else if (HS_IS(c, HS_C_TCHAR)) {
                 d->state = HS_CH_TRAILER_NAME;
-                d->line_bytes = 0;
-                d->digits = HS_FRAMING_TRAILERS_ALL;
+                hs_trailer_name_start(d);
                 hs_trailer_name_byte(d, c);
             } else {
                 goto fail; /* bare LF, obs-fold, empty field name */
@@ -860,7 +902,7 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
         case HS_CH_TRAILER_NAME:
             c = b[in];
             if (c == ':') {
-                if (hs_trailer_name_is_framing(d))
+                if (hs_trailer_name_end(d) < 0)
                     goto fail;
                 d->state = HS_CH_TRAILER_VALUE;
             } else if (HS_IS(c, HS_C_TCHAR)) {
@@ -871,10 +913,16 @@ HS_API ssize_t hs_decode_chunked(hs_chunked_decoder *d, char *buf, size_t *len,
             goto trailer_byte;
         case HS_CH_TRAILER_VALUE:
             c = b[in];
-            if (c == '\r')
+            if (c == '\r') {
+                if ((d->digits & HS_TR_IN_CL) && !(d->digits & HS_TR_CL_DIGITS))
+                    goto fail; /* empty Content-Length trailer */
+                d->digits &= ~(HS_TR_IN_CL | HS_TR_CL_DIGITS | HS_TR_CL_AFTER);
                 d->state = HS_CH_TRAILER_LF;
-            else if (!HS_IS(c, HS_C_VALUE))
+            } else if (!HS_IS(c, HS_C_VALUE)) {
                 goto fail;
+            } else if ((d->digits & HS_TR_IN_CL) && hs_trailer_cl_byte(d, c) < 0) {
+                goto fail;
+            }
             goto trailer_byte;
         case HS_CH_TRAILER_LF:
             if (b[in] != '\n')

@@ -127,8 +127,9 @@ HS_API void hs_chunked_init(hs_chunked_decoder *d);
  * Limits (hs_parser.c): at most HS_CHUNK_MAX_SIZE_DIGITS (16) hex digits per
  * size, HS_CHUNK_MAX_LINE (4096) bytes per size line before its CRLF,
  * HS_CHUNK_MAX_TRAILER bytes of trailer section. Trailer fields are checked
- * for syntax and discarded; a Content-Length or Transfer-Encoding trailer is
- * an error (RFC 9110 6.5.1). A chunk size that would take
+ * for syntax and discarded; a Transfer-Encoding trailer, a second
+ * Content-Length trailer or one whose value is not 1*DIGIT is an error
+ * (RFC 9110 6.5.1). A chunk size that would take
  * d->total over max_body fails as soon as its digits arrive. Errors are
  * sticky; after the end every further byte is returned as "after the body".
  */
