@@ -295,7 +295,9 @@ class Hypersonic:
 
         Raises RuntimeError (no routes, or called twice), ValueError/TypeError
         (a static handler returned None or an unsupported value),
-        hypersonic.jit.CompilerNotFound / CompileError.
+        hypersonic.jit.CompilerNotFound (only with HYPERSONIC_JIT=1: otherwise
+        the app falls back to the pure-Python server with a warning) /
+        CompileError.
         """
         if self._module is not None:
             raise RuntimeError("compile() was already called for this app")
@@ -326,12 +328,11 @@ class Hypersonic:
                 spec.baked, spec.baked_head_len, spec.baked_date_off = _codegen.bake_response(status, block, body)
             specs.append(spec)
         source = _codegen.generate(specs, self._security_block(), TEXT_PLAIN, APPLICATION_JSON)
-        from .jit import load_extension
+        from ._pyserver import load_server_module
 
-        module = load_extension(
-            "hs_servermod.c", default_cache_name="_hypersonic_cache", cache_dir=self.cache_dir,
-            generated={"hs_app.h": source}, defines=_backend_defines(),
-        )
+        # Native (built or prebuilt), else the pure-Python server (HYPERSONIC_JIT, docs/OPERATIONS.md).
+        module = load_server_module(specs, source, self._security_block(), TEXT_PLAIN, APPLICATION_JSON,
+                                    cache_dir=self.cache_dir, defines=_backend_defines())
         self._configuration = dict(
             handlers=tuple(handlers), takes_request=tuple(takes), param_names=tuple(names),
             request_type=Request, bad_request=BadRequest, json_encode=json_chunks, finalize=self._finalize,

@@ -1,6 +1,7 @@
 """The ``hypersonic`` command: serve ``module:app`` with options from flags or env.
 
-``hypersonic module:app --port 8080 --workers 4`` (or ``python -m hypersonic``).
+``hypersonic module:app --port 8080 --workers 4`` (or ``python -m hypersonic``);
+``hypersonic prebuild module:app`` fills the compiled-C cache ahead of time.
 Every option maps one-to-one onto :meth:`hypersonic.Hypersonic.run` or the
 :class:`hypersonic.Hypersonic` constructor, and each has an environment
 fallback, ``HYPERSONIC_<OPTION>`` (e.g. ``HYPERSONIC_PORT``). Precedence: the
@@ -469,8 +470,39 @@ def _run(parser: argparse.ArgumentParser, namespace: argparse.Namespace,
     return _serve(app, given, reloader(app_path, given) if app_path else None)
 
 
+def prebuild_main(argv: Sequence[str]) -> int:
+    """``hypersonic prebuild MODULE:APP [...] [--cache-dir DIR]``: compile everything the
+    apps need into the cache, so a host without a compiler serves them natively."""
+    from pathlib import Path
+
+    from .jit.__main__ import app_targets, prebuild
+
+    parser = argparse.ArgumentParser(
+        prog="hypersonic prebuild",
+        description="Compile the native modules of the named apps into the cache (needs a C compiler "
+                    "and the Python headers). Ship the cache with the app and point HYPERSONIC_CACHE_DIR "
+                    "at it: the production host then needs no compiler. Run it with the same Python, "
+                    "HYPERSONIC_EVENT_BACKEND and HYPERSONIC_JIT_CFLAGS as production.")
+    parser.add_argument("apps", nargs="+", metavar="MODULE:APP", help="the app(s) to compile, as for `hypersonic`")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="cache to fill [env HYPERSONIC_CACHE_DIR; default ./_hypersonic_cache]")
+    args = parser.parse_args(list(argv))
+    specs = []
+    for spec in args.apps:
+        module_name, _, attribute = spec.partition(":")
+        specs.append(f"{module_name}:{attribute or 'app'}")
+    cache_dir = args.cache_dir or os.environ.get(ENV_PREFIX + "CACHE_DIR") or None
+    return prebuild(app_targets(specs), Path(cache_dir).resolve() if cache_dir else None)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``hypersonic`` and ``python -m hypersonic``; returns the exit status."""
+    """Entry point of ``hypersonic`` and ``python -m hypersonic``; returns the exit status.
+
+    ``hypersonic prebuild MODULE:APP`` is the one subcommand (see :func:`prebuild_main`).
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["prebuild"]:
+        return prebuild_main(arguments[1:])
     parser = build_parser(with_app_argument=True, prog="hypersonic")
     namespace = parser.parse_args(argv)
     return _run(parser, namespace, lambda: load_app(namespace.app), namespace.app)

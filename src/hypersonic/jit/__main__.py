@@ -83,12 +83,25 @@ PREBUILD_TARGETS: Dict[str, PrebuildTarget] = {"socket": _prebuild_socket}
 
 def _prebuild(args: argparse.Namespace) -> int:
     cache_dir = Path(args.cache_dir).resolve() if args.cache_dir else None
-    if os.environ.pop("HYPERSONIC_JIT", None) == "0":
-        print("note: HYPERSONIC_JIT=0 ignored: prebuild builds the native modules", file=sys.stderr)
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
     targets: Dict[str, PrebuildTarget] = {name: PREBUILD_TARGETS[name] for name in args.target or PREBUILD_TARGETS}
     targets.update({f"app {spec}": _app_target(spec) for spec in args.app or ()})
+    return prebuild(targets, cache_dir)
+
+
+def app_targets(specs: List[str]) -> Dict[str, PrebuildTarget]:
+    """Prebuild targets compiling the Hypersonic apps named ``module:attribute``."""
+    return {f"app {spec}": _app_target(spec) for spec in specs}
+
+
+def prebuild(targets: Dict[str, PrebuildTarget], cache_dir: Optional[Path]) -> int:
+    """Build ``targets`` into ``cache_dir`` (None: the default location), printing one line
+    per module loaded; returns the exit status (1 when a target failed or loaded nothing
+    native). Native code is required here: HYPERSONIC_JIT=0 is ignored, and set to 1."""
+    if os.environ.get("HYPERSONIC_JIT", "").strip() == "0":
+        print("note: HYPERSONIC_JIT=0 ignored: prebuild builds the native modules", file=sys.stderr)
+    os.environ["HYPERSONIC_JIT"] = "1"  # no silent fallback to the pure-Python server
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
     for target, build in targets.items():
         seen = len(loaded_history())
         try:
