@@ -475,7 +475,7 @@ def prebuild_main(argv: Sequence[str]) -> int:
     apps need into the cache, so a host without a compiler serves them natively."""
     from pathlib import Path
 
-    from .jit.__main__ import app_targets, prebuild
+    from .jit.__main__ import prebuild
 
     parser = argparse.ArgumentParser(
         prog="hypersonic prebuild",
@@ -487,12 +487,32 @@ def prebuild_main(argv: Sequence[str]) -> int:
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="cache to fill [env HYPERSONIC_CACHE_DIR; default ./_hypersonic_cache]")
     args = parser.parse_args(list(argv))
-    specs = []
+    try:
+        given = resolve_options(argparse.Namespace())  # the HYPERSONIC_* environment, as at run time
+    except ValueError as exc:
+        parser.error(str(exc))
+    targets = {}
     for spec in args.apps:
         module_name, _, attribute = spec.partition(":")
-        specs.append(f"{module_name}:{attribute or 'app'}")
+        spec = f"{module_name}:{attribute or 'app'}"
+
+        def build(cache_dir: Optional[Path], spec: str = spec) -> None:
+            if cache_dir is not None:  # an app built with cache_dir=None follows the variable
+                os.environ[ENV_PREFIX + "CACHE_DIR"] = str(cache_dir)
+            app = load_app(spec)
+            # e.g. HYPERSONIC_NO_SECURITY_HEADERS changes the generated C; --cache-dir wins over the env.
+            options = {k: v for k, v in given.items() if k != "cache_dir" or cache_dir is None}
+            apply_app_options(app, options)
+            if not _is_compiled(app):
+                app.compile()
+
+        targets[f"app {spec}"] = build
     cache_dir = args.cache_dir or os.environ.get(ENV_PREFIX + "CACHE_DIR") or None
-    return prebuild(app_targets(specs), Path(cache_dir).resolve() if cache_dir else None)
+    try:
+        return prebuild(targets, Path(cache_dir).resolve() if cache_dir else None)
+    except AppImportError as exc:
+        print(f"hypersonic prebuild: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
