@@ -155,3 +155,41 @@ def test_uds_and_fd_together_are_a_usage_error(app_dir: Path) -> None:
         assert "give --uds or --fd, not both" in server.output()
     finally:
         server.stop()
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+
+
+def _unit_value(path: Path, key: str) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith(key + "="):
+            return line[len(key) + 1:]
+    raise AssertionError(f"{path.name} has no {key}=")
+
+
+def test_socket_activated_unit_pair_runs_as_systemd_would_run_it(app_dir: Path) -> None:
+    """deploy/systemd/hypersonic-activated.{socket,service}: the service's ExecStart
+    (its app swapped for the test app), given the socket as systemd gives it."""
+    service = DEPLOY / "hypersonic-activated.service"
+    assert ":" in _unit_value(DEPLOY / "hypersonic-activated.socket", "ListenStream")
+    assert _unit_value(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
+    exec_args = _unit_value(service, "ExecStart").split()[1:]
+    assert exec_args[0] == "myapp:app" and "--port" not in exec_args and "--fd" not in exec_args
+    prebuild_args = _unit_value(service, "ExecStartPre").split()[1:]
+    assert prebuild_args == ["prebuild", "myapp:app"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((HOST, 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        fd = listener.fileno()
+
+        def place_on_fd3() -> None:
+            os.dup2(fd, _supervisor.SD_LISTEN_FDS_START)
+
+        command = " ".join(["listenapp:app", *exec_args[1:]])
+        argv = ["/bin/sh", "-c", f'LISTEN_PID=$$ LISTEN_FDS=1 exec "{sys.executable}" -m hypersonic {command}']
+        with CliServer(app_dir, "listenapp:app", argv=argv, pass_fds=[fd, _supervisor.SD_LISTEN_FDS_START],
+                       preexec=place_on_fd3, port=port) as server:
+            listener.close()
+            assert get((HOST, port), "/") == (200, b"ok")
+            assert "systemd socket activation: serving on fd 3" in server.output()
