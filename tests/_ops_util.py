@@ -100,7 +100,7 @@ class CliServer:
         self.pass_fds = tuple(pass_fds)
         self.preexec = preexec
         self.log_path = directory / f"server-{time.monotonic_ns()}.log"
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional["subprocess.Popen[bytes]"] = None
 
     def start(self, wait: bool = True) -> "CliServer":
         """Launch; with ``wait``, return once it answers ``GET /`` (bounded)."""

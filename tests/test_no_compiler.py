@@ -146,3 +146,18 @@ def test_python_server_app_reports_python_backend_in_process(monkeypatch: pytest
     app.compile()
     assert app.backend() == "python"
     assert app.stats()["requests"] == 0
+
+
+#: Server behaviour suites run again against the pure-Python server (HYPERSONIC_JIT=0 is inherited by
+#: every test server they start), so the two implementations meet the same expectations.
+PYTHON_PATH_SUITES = ("tests/test_server_http.py", "tests/test_server_lifecycle.py", "tests/test_server_api.py")
+
+
+def test_server_behaviour_suites_pass_on_the_python_server() -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = base_env({"HYPERSONIC_JIT": "0"})
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                             *PYTHON_PATH_SUITES], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

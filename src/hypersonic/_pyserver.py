@@ -525,6 +525,7 @@ class PyServerModule(ModuleType):
 
     def _baked(self, conn: _Conn, spec: RouteSpec, keep: bool, minor: int, head_only: bool) -> None:
         data, head_len, date_off = spec.baked, spec.baked_head_len, spec.baked_date_off
+        assert data is not None, "compile() bakes every static route"
         date = self._date_now()
         head = data[:date_off] + date + data[date_off + len(DATE_PLACEHOLDER):head_len]
         conn.wbuf += head + self._connection(keep, minor) + b"\r\n"
@@ -660,9 +661,11 @@ def load_server_module(specs: Sequence[RouteSpec], source: str, security_block: 
     from .jit import CompilerNotFound
 
     if load_extension is None:
-        from .jit import load_extension
+        from .jit import load_extension as native_loader
+    else:
+        native_loader = load_extension
     try:
-        return load_extension("hs_servermod.c", default_cache_name="_hypersonic_cache", cache_dir=cache_dir,
+        return native_loader("hs_servermod.c", default_cache_name="_hypersonic_cache", cache_dir=cache_dir,
                               generated={"hs_app.h": source}, defines=dict(defines))
     except CompilerNotFound as exc:
         if _native_demanded():

@@ -491,7 +491,7 @@ def prebuild_main(argv: Sequence[str]) -> int:
         given = resolve_options(argparse.Namespace())  # the HYPERSONIC_* environment, as at run time
     except ValueError as exc:
         parser.error(str(exc))
-    targets = {}
+    targets: Dict[str, Callable[[Optional[Path]], None]] = {}
     for spec in args.apps:
         module_name, _, attribute = spec.partition(":")
         spec = f"{module_name}:{attribute or 'app'}"
