@@ -235,12 +235,12 @@ SERVERS: tuple[ServerSpec, ...] = (
         "hypersonic-static", "Hypersonic, static routes (zero-parameter handlers, answered in C), 1 worker; "
         "not in dynamic-param (a path parameter needs a handler: that is hypersonic-dynamic)",
         lambda port, scratch: [_python(), str(APPS_DIR / "hypersonic_app.py"), "static", str(port)],
-        _hypersonic_version, skip_scenarios=("dynamic-param",),
+        _hypersonic_version, skip_scenarios=("dynamic-param",), env={"HYPERSONIC_JIT": "1"},
         unavailable=_import_error("hypersonic.app")),
     ServerSpec(
         "hypersonic-dynamic", "Hypersonic, dynamic routes (a Python handler per request), 1 worker",
         lambda port, scratch: [_python(), str(APPS_DIR / "hypersonic_app.py"), "dynamic", str(port)],
-        _hypersonic_version, unavailable=_import_error("hypersonic.app")),
+        _hypersonic_version, env={"HYPERSONIC_JIT": "1"}, unavailable=_import_error("hypersonic.app")),
     ServerSpec(
         "floor-c", "reference floor, not a real server: bench/floor/floor_server.c (epoll, one recv and one "
         "send per read, fixed response, no Date), plaintext scenarios only",

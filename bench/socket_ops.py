@@ -38,6 +38,8 @@ from typing import Callable, Optional, Union
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 os.environ.setdefault("HYPERSONIC_CACHE_DIR", str(BENCH_DIR / "out" / "hypersonic_cache"))
+if os.environ.get("HYPERSONIC_JIT", "").strip() == "0":
+    sys.exit("socket_ops.py measures the native hypersonic.socket: unset HYPERSONIC_JIT=0")
 
 import run  # noqa: E402  (the harness: server start/stop, wrk, /proc CPU)
 from hypersonic import socket as hs  # noqa: E402
