@@ -33,7 +33,7 @@ import os
 import socket
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import pytest
 
@@ -189,7 +189,7 @@ class Reference:
 
 def rfc_keep_alive(version: bytes, headers: Sequence[Tuple[bytes, bytes]]) -> int:
     """RFC 9112 9.3: 1.1 persists unless 'close'; 1.0 only with 'keep-alive' and no 'close'."""
-    tokens = set()
+    tokens: Set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
@@ -640,7 +640,9 @@ def test_server_answers_mutated_requests_only_as_h11_reads_them(echo_server: int
         assert head_end > 0, f"unframed bytes: {raw[pos:pos + 200]!r}"
         head = raw[pos:head_end]
         status = int(head[9:12])
-        length = int(re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE).group(1))
+        match = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+        assert match is not None, f"response without Content-Length: {head[:300]!r}"
+        length = int(match.group(1))
         body = raw[head_end + 4:head_end + 4 + length]
         pos = head_end + 4 + length
         if 200 <= status < 300:

@@ -24,7 +24,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import FrozenSet, Iterator, List, Optional, Tuple
+from typing import FrozenSet, Iterator, List, Optional, Set, Tuple
 
 import pytest
 from _server_util import HOST, start_app
@@ -107,7 +107,7 @@ class WireResponse:
 
     def connection_tokens(self) -> FrozenSet[bytes]:
         """The lowercased tokens of every Connection header field."""
-        tokens = set()
+        tokens: Set[bytes] = set()
         for key, value in self.headers:
             if key.lower() == b"connection":
                 tokens.update(t.strip().lower() for t in value.split(b","))
@@ -510,7 +510,7 @@ def test_cl_te_split_across_writes_is_still_rejected(server: int) -> None:
 # Accepted inputs: framed exactly as sent, one response per request.
 # --------------------------------------------------------------------------
 
-ACCEPTED: List[Tuple[str, bytes, List[int], List[bytes]]] = [
+ACCEPTED: List[Tuple[str, bytes, List[int], List[Optional[bytes]]]] = [
     # (id, payload, statuses, bodies) -- payloads end with Connection: close so the exchange ends at EOF.
     ("te_uppercase_chunked_is_chunked",
      post(b"Transfer-Encoding: CHUNKED\r\nConnection: close\r\n", b"3\r\nabc\r\n0\r\n\r\n"), [200], [b"abc"]),
