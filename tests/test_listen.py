@@ -193,3 +193,27 @@ def test_socket_activated_unit_pair_runs_as_systemd_would_run_it(app_dir: Path) 
             listener.close()
             assert get((HOST, port), "/") == (200, b"ok")
             assert "systemd socket activation: serving on fd 3" in server.output()
+
+
+def test_uds_in_a_missing_directory_fails_at_startup_with_the_reason(app_dir: Path) -> None:
+    path = str(app_dir / "no-such-dir" / "app.sock")
+    server = CliServer(app_dir, "listenapp:app", "--workers", "2", uds=path).start(wait=False)
+    try:
+        assert server.wait() == 1
+        assert f"cannot listen on unix:{path}" in server.output()
+        assert "restarting" not in server.output()
+    finally:
+        server.stop()
+
+
+def test_port_in_use_with_recycling_fails_at_startup_with_the_reason(app_dir: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((HOST, 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        server = CliServer(app_dir, "listenapp:app", "--max-requests", "100", port=port).start(wait=False)
+        try:
+            assert server.wait() == 1
+            assert "address already in use" in server.output()
+        finally:
+            server.stop()

@@ -617,7 +617,11 @@ def _reason(exc: BaseException) -> bytes:
 def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: int,
                  parent_pid: int, backlog: int, shared_fd: Optional[int] = None,
                  limits: Optional[WorkerLimits] = None) -> None:
-    """Body of a forked worker; never returns (ends with :func:`os._exit`)."""
+    """Body of a forked worker; never returns (ends with :func:`os._exit`).
+
+    ``shared_fd``: the inherited listener to serve (the slot's or the shared
+    one); None opens a listener here. ``limits``: start the recycling monitor.
+    """
     code = EXIT_CRASHED
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -627,7 +631,7 @@ def _worker_main(app: WorkerApp, address: ListenAddress, index: int, status_fd: 
         _set_parent_death_signal(parent_pid)
         try:
             if shared_fd is not None:
-                listen_fd = os.dup(shared_fd)  # the parent's socket; the loop closes this copy
+                listen_fd = shared_fd  # this process's inherited copy of the parent's socket
             else:
                 listen_fd = open_listener(address, backlog).detach()
         except (ServerStartupError, OSError) as exc:
