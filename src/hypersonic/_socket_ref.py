@@ -361,6 +361,8 @@ class ChunkedDecoder:
         self.line_bytes = 0
         self.trailer_bytes = 0
         self.digits = 0
+        self.trailer_line = bytearray()  # the trailer field being read (bounded by CHUNK_MAX_TRAILER)
+        self.trailer_content_length_seen = False
 
     def feed(self, data: bytes) -> Tuple[int, bytes, bytes]:
         """Decode data. Returns (result, payload, rest): result PARSE_PARTIAL (all
@@ -458,6 +460,7 @@ class ChunkedDecoder:
                         self.state = self.FINAL_LF
                     elif c in _TCHAR_SET:
                         self.state = self.TRAILER_NAME
+                        self.trailer_line = bytearray((c,))
                     else:
                         return self._fail(out)
                 elif st == self.TRAILER_NAME:
@@ -465,13 +468,16 @@ class ChunkedDecoder:
                         self.state = self.TRAILER_VALUE
                     elif c not in _TCHAR_SET:
                         return self._fail(out)
+                    self.trailer_line.append(c)
                 elif st == self.TRAILER_VALUE:
                     if c == 0x0D:
                         self.state = self.TRAILER_LF
                     elif not (c == 0x09 or 0x20 <= c <= 0x7E or c >= 0x80):
                         return self._fail(out)
+                    else:
+                        self.trailer_line.append(c)
                 elif st == self.TRAILER_LF:
-                    if c != 0x0A:
+                    if c != 0x0A or not self._trailer_field_allowed():
                         return self._fail(out)
                     self.state = self.TRAILER_START
                 i += 1
@@ -488,6 +494,20 @@ class ChunkedDecoder:
             rest = data[i:]
             return len(rest), bytes(out), rest
         return PARSE_PARTIAL, bytes(out), b""
+
+    def _trailer_field_allowed(self) -> bool:
+        """RFC 9110 6.5.1, as hs_parser.c: a Transfer-Encoding trailer, a second Content-Length
+        trailer or one that is not 1*DIGIT is an error; other fields are discarded."""
+        name, _, value = bytes(self.trailer_line).partition(b":")
+        name = name.lower()
+        if name == b"transfer-encoding":
+            return False
+        if name == b"content-length":
+            value = value.strip(b" \t")
+            if self.trailer_content_length_seen or not value or not all(0x30 <= b <= 0x39 for b in value):
+                return False
+            self.trailer_content_length_seen = True
+        return True
 
     def _fail(self, out: bytearray) -> Tuple[int, bytes, bytes]:
         self.state = self.ERROR
