@@ -478,6 +478,33 @@ def test_mutated_requests_are_rejected_or_read_exactly_as_h11_reads_them(backend
         assert 400 <= outcome.status <= 599
 
 
+TRAILER_CASES = [
+    # (id, trailer lines, expected status or None when accepted) per hs_parser.h / RFC 9110 6.5.1
+    ("plain_field_discarded", b"X-T: 1\r\n", None),
+    ("valid_content_length_discarded", b"Content-Length: 5\r\n", None),
+    ("transfer_encoding_refused", b"Transfer-Encoding: identity\r\n", 400),
+    ("transfer_encoding_chunked_refused", b"Transfer-Encoding: chunked\r\n", 400),
+    ("repeated_content_length_refused", b"Content-Length: 5\r\nContent-Length: 5\r\n", 400),
+    ("invalid_content_length_refused", b"Content-Length: +5\r\n", 400),
+]
+
+
+@pytest.mark.parametrize("trailers,status", [pytest.param(t, s, id=i) for i, t, s in TRAILER_CASES])
+def test_trailer_framing_fields_are_handled_alike_by_every_backend(backend: Backend, trailers: bytes,
+                                                                   status: Optional[int]) -> None:
+    """The C decoder and the reference agree on framing fields in a chunked trailer section,
+    and what is accepted is a subset of what h11 accepts, read the same way."""
+    data = (b"POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+            + trailers + b"\r\n")
+    outcome = backend.feed([data])
+    assert outcome.status == status, f"{backend.module.__name__}: {outcome}"
+    if status is None:
+        assert outcome.requests == [Parsed("POST", "/t", b"abc", 1)]
+        assert h11_parse(data, backend.expected_target).requests == outcome.requests
+    else:
+        assert outcome.requests == []
+
+
 def test_oracle_rejects_what_it_should() -> None:
     """Sanity of the reference: h11_parse flags errors and incomplete input."""
     ident: Callable[[str], str] = lambda t: t  # noqa: E731
