@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from . import _codegen
+from . import _accesslog, _codegen
 from ._codegen import METHODS, RouteSpec
 from .request import BadRequest, Request
 from .response import APPLICATION_JSON, TEXT_PLAIN, _normalize_headers, finalize, json_chunks
@@ -125,6 +125,15 @@ class Hypersonic:
     security_headers [None]: a mapping merged over the defaults; a value of
         None removes that header. Headers named here are sent even when
         enable_security_headers is False.
+    access_log [None]: None/False: no access log; True or "-": standard
+        output; a path: appended to (each worker opens it with O_APPEND, so
+        workers share one file). One line per response, static and error
+        responses included, written by the C loop and flushed at least once a
+        second and when a worker stops.
+    access_log_format ["common"]: "common", "combined" or a format string of
+        nginx-style variables ($remote_addr, $request, $status,
+        $request_time_us, $request_id, $http_user_agent, ...; see
+        hypersonic._accesslog). A bad variable raises ValueError naming it.
 
     Timeouts are checked once a second, so they act within about a second.
     """
@@ -139,6 +148,8 @@ class Hypersonic:
         drain_timeout: float = 5,
         enable_security_headers: bool = True,
         security_headers: Optional[Mapping[str, Optional[str]]] = None,
+        access_log: Union[None, bool, str, "os.PathLike[str]"] = None,
+        access_log_format: str = "common",
     ) -> None:
         if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
             raise TypeError(f"cache_dir must be a path (str or os.PathLike), not {type(cache_dir).__name__}")
@@ -154,6 +165,10 @@ class Hypersonic:
         self.security_headers: List[Tuple[str, str]] = self._merge_security_headers(
             enable_security_headers, security_headers
         )
+        _accesslog.resolve_destination(access_log)  # raises for a bad value
+        _accesslog.compile_format(access_log_format)
+        self.access_log = access_log
+        self.access_log_format = access_log_format
         self._routes: Dict[Tuple[str, Tuple[str, ...]], _Route] = {}
         self._module: Optional[ModuleType] = None
         self._configuration: Dict[str, Any] = {}
@@ -327,6 +342,9 @@ class Hypersonic:
                     raise type(exc)(f"static handler for {route.method} {route.path}: {exc}") from None
                 spec.baked, spec.baked_head_len, spec.baked_date_off = _codegen.bake_response(status, block, body)
             specs.append(spec)
+        access_log = _accesslog.resolve_destination(self.access_log)
+        access_log_ops = _accesslog.compile_format(self.access_log_format)
+        _accesslog.check_writable(access_log)
         source = _codegen.generate(specs, self._security_block(), TEXT_PLAIN, APPLICATION_JSON)
         from ._pyserver import load_server_module
 
@@ -339,7 +357,10 @@ class Hypersonic:
             on_error=self._on_handler_error, max_connections=self.max_connections,
             max_body=self.max_request_size, keepalive_ms=int(self.keepalive_timeout * 1000),
             recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
+            access_log=access_log, access_log_ops=access_log_ops,
         )
+        if access_log is not None and not hasattr(module, "access_log_stats"):
+            log.warning("access_log is not written by the pure-Python fallback server; install a C compiler")
         module.configure(**self._configuration)
         self._module = module
 

@@ -26,6 +26,13 @@
  * A connection closed after an error first shuts down its write side and
  * discards input for up to HS_SERVER_LINGER_MS, so the client reads the error
  * response instead of a reset.
+ * Access log (s->alog, off by default): the write queue's length is noted
+ * before each answer; afterwards the bytes queued since are the response, and
+ * hs_alog_line reads status and sizes from them. A request that failed to parse
+ * is parsed again (same bytes, same failure point) into a scratch hs_request,
+ * so its line carries whatever the request line and fields gave before the
+ * error. With the log off, the cost on the request path is one test of a
+ * pointer that is always NULL.
  */
 #include <errno.h>
 #include <string.h>
@@ -137,11 +144,42 @@ static void hs_server_accept(hs_server *s)
             (void)close(fd);
             continue;
         }
+        if (HS_UNLIKELY(s->alog != NULL))
+            hs_alog_accepted(s->alog, fd);
         c->flags = HS_CF_ACTIVE;
         c->last_active_ms = s->now_ms;
         s->nconns++;
         s->stat_accepted++;
     }
+}
+
+/*
+ * Log the response queued at c->wbuf[mark..len). parsed: c->req holds the
+ * request; otherwise the request in rbuf failed to parse (or is incomplete)
+ * and is parsed again into scratch space for whatever fields it had.
+ */
+static void hs_server_log(hs_server *s, hs_conn *c, size_t mark, int parsed)
+{
+    const hs_request *r = &c->req;
+    hs_request scratch;
+    if (!parsed) {
+        scratch.method = scratch.target = scratch.path = scratch.query = NULL;
+        scratch.method_len = scratch.target_len = scratch.path_len = scratch.query_len = 0;
+        scratch.num_headers = 0;
+        scratch.minor_version = -1;
+        /* A head already parsed (error in its body) sits at rbuf[0..head_len) unchanged. */
+        size_t len = c->head_len ? c->head_len : c->rbuf.len;
+        int status = 0;
+        if (len && c->rbuf.data)
+            (void)hs_parse_request(c->rbuf.data, len, &s->lim, &scratch, &status);
+        if (!scratch.target) /* the request line did not parse: its method is not trustworthy either */
+            scratch.method = NULL;
+        r = &scratch;
+    }
+    if (!c->wbuf.data || mark > c->wbuf.len) /* nothing was queued (out of memory) */
+        hs_alog_line(s->alog, c->fd, r, "", 0, s->date_second);
+    else
+        hs_alog_line(s->alog, c->fd, r, c->wbuf.data + mark, c->wbuf.len - mark, s->date_second);
 }
 
 /* Answer a protocol error (400/408/413/414/431/501/505) and close after it. */
@@ -251,13 +289,23 @@ static void hs_server_process(hs_server *s, hs_conn *c, int received)
             }
             break;
         }
+        size_t mark = c->wbuf.len;
         if (r == HS_REQ_ERROR) {
             hs_server_error(s, c, c->error_status);
+            if (HS_UNLIKELY(s->alog != NULL))
+                hs_server_log(s, c, mark, 0);
             break;
         }
         if (hs_server_answer(s, c) < 0) /* out of memory: give up on this connection */
             c->flags |= HS_CF_CLOSE_AFTER | HS_CF_ERROR_CLOSE;
-        hs_conn_consume(c);
+        if (HS_UNLIKELY(s->alog != NULL)) {
+            hs_server_log(s, c, mark, 1);
+            hs_conn_consume(c);
+            if (c->rbuf.len) /* the next pipelined request arrived with this wakeup's read */
+                hs_alog_mark_start(s->alog, c->fd);
+        } else {
+            hs_conn_consume(c);
+        }
         answered = 1;
     }
     /* recv_timeout: the head must complete within recv_ms of its first byte; a body in progress
@@ -335,6 +383,8 @@ static void hs_server_on_readable(hs_server *s, hs_conn *c)
             hs_server_close(s, c);
         return;
     }
+    if (HS_UNLIKELY(s->alog != NULL) && c->rbuf.len == 0)
+        hs_alog_mark_start(s->alog, c->fd); /* a new request starts with this read */
     ssize_t n = hs_conn_recv(c);
     if (n == HS_RECV_AGAIN)
         return;
@@ -395,7 +445,10 @@ static void hs_server_sweep(hs_server *s)
         }
         if (c->flags & HS_CF_IN_REQUEST) {
             if (now - c->head_started_ms >= s->recv_ms) { /* slowloris: 408 and close */
+                size_t mark = c->wbuf.len;
                 hs_server_error(s, c, 408);
+                if (HS_UNLIKELY(s->alog != NULL))
+                    hs_server_log(s, c, mark, 0);
                 hs_server_flush(s, c);
             }
             continue;
@@ -466,8 +519,11 @@ HS_API int hs_server_run(hs_server *s)
     for (;;) {
         if (s->stop_requested && !s->draining)
             hs_server_start_drain(s);
-        if (s->draining && (s->nconns == 0 || s->now_ms >= s->drain_deadline_ms))
+        if (s->draining && (s->nconns == 0 || s->now_ms >= s->drain_deadline_ms)) {
+            if (s->alog)
+                (void)hs_alog_flush(s->alog);
             break;
+        }
         int n;
         HS_BLOCKING_BEGIN
         n = hs_ev_wait(s->loop, events, HS_SERVER_EVENT_BATCH, HS_SERVER_TICK_MS);
@@ -476,8 +532,13 @@ HS_API int hs_server_run(hs_server *s)
             return -1;
         s->now_ms = hs_now_ms();
         s->stat_wakeups++;
-        if (hs_server_tick_date(s))
+        if (HS_UNLIKELY(s->alog != NULL))
+            s->alog->wake_us = hs_alog_now_us();
+        if (hs_server_tick_date(s)) {
             hs_server_sweep(s);
+            if (s->alog) /* at least once a second (the wait never exceeds HS_SERVER_TICK_MS) */
+                (void)hs_alog_flush(s->alog);
+        }
         for (int i = 0; i < n; i++) {
             int fd = events[i].fd;
             if (fd == s->listen_fd) {

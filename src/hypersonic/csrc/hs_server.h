@@ -6,7 +6,8 @@
  * The loop itself never touches Python: hs_servermod.c supplies the dynamic
  * route callback and the hooks run around the blocking wait (releasing the GIL)
  * and after each wakeup (running Python signal handlers). One hs_server per
- * process, driven from one thread.
+ * process, driven from one thread. When s->alog is set, every response
+ * (static, dynamic, error) appends one access log line (hs_accesslog.h).
  */
 #ifndef HS_SERVER_H
 #define HS_SERVER_H
@@ -14,6 +15,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "hs_accesslog.h"
 #include "hs_conn.h"
 #include "hs_date.h"
 #include "hs_parser.h"
@@ -77,6 +79,7 @@ struct hs_server {
     hs_dynamic_fn dynamic;
     hs_wakeup_fn after_wakeup;
     void *user;
+    hs_alog *alog;          /* access log, NULL when off (the embedder opens and closes it) */
     /* counters */
     uint64_t stat_requests;
     uint64_t stat_static;

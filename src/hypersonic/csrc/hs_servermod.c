@@ -17,12 +17,19 @@
  *  - the wakeup hook: PyErr_CheckSignals() after every wakeup, so Python
  *    signal handlers (SIGTERM -> _request_stop) run; the GIL is released
  *    around the blocking wait;
+ *  - the access log (hs_accesslog.c): configure() takes the destination and
+ *    the compiled format, serve() opens the file (O_APPEND, once per worker)
+ *    and closes it, flushed, when the loop returns; access_log_stats();
  *  - serve(fd), request_stop(), stats(), backend().
  * One server per process (module state is global): a worker serves one app.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "hs_pymodule.h"
 
@@ -36,6 +43,7 @@
 #include "hs_router.c"
 #include "hs_date.c"
 #include "hs_response.c"
+#include "hs_accesslog.c"
 
 #define HS_BLOCKING_BEGIN Py_BEGIN_ALLOW_THREADS
 #define HS_BLOCKING_END Py_END_ALLOW_THREADS
@@ -74,8 +82,16 @@ static struct {
     int max_connections;
     hs_limits lim;
     int64_t keepalive_ms, recv_ms, drain_ms;
+    PyObject *alog_path;            /* str: file to append to; "-": stdout; NULL: no access log */
+    hs_alog_op *alog_ops;           /* compiled format; args point into alog_args */
+    int alog_nops;
+    PyObject *alog_args;            /* tuple of the op arguments (bytes), kept alive for alog_ops */
+    hs_alog alog;
     hs_server server;
 } g;
+
+/* Permissions of a newly created access log file (before the umask). */
+#define HS_ALOG_FILE_MODE 0644
 
 static const char *const hs_method_text[HS_M_COUNT] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
 
@@ -333,20 +349,106 @@ static int hs_slot_offsets(PyTypeObject *tp)
     return 0;
 }
 
+/* access_log_ops: a tuple of (op name, bytes argument) pairs (hypersonic._accesslog.compile_format). */
+static int hs_configure_alog_ops(PyObject *ops)
+{
+    if (!ops || !PyTuple_Check(ops) || PyTuple_GET_SIZE(ops) == 0) {
+        PyErr_SetString(PyExc_TypeError, "access_log_ops must be a non-empty tuple of (name, bytes) pairs");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(ops);
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "access_log_ops: too many ops");
+        return -1;
+    }
+    hs_alog_op *compiled = (hs_alog_op *)PyMem_Calloc((size_t)n, sizeof *compiled);
+    PyObject *args = PyTuple_New(n);
+    if (!compiled || !args) {
+        PyMem_Free(compiled);
+        Py_XDECREF(args);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(ops, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(item, 0)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_Format(PyExc_TypeError, "access_log_ops[%zd] must be a (str, bytes) pair", i);
+            goto fail;
+        }
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(item, 0));
+        if (!name)
+            goto fail;
+        int kind = hs_alog_op_by_name(name);
+        if (kind < 0) {
+            PyErr_Format(PyExc_ValueError, "access_log_ops[%zd]: unknown op %R", i, PyTuple_GET_ITEM(item, 0));
+            goto fail;
+        }
+        PyObject *arg = PyTuple_GET_ITEM(item, 1);
+        Py_INCREF(arg);
+        PyTuple_SET_ITEM(args, i, arg);
+        compiled[i].kind = kind;
+        compiled[i].arg = PyBytes_AS_STRING(arg);
+        compiled[i].arg_len = (size_t)PyBytes_GET_SIZE(arg);
+    }
+    PyMem_Free(g.alog_ops);
+    g.alog_ops = compiled;
+    g.alog_nops = (int)n;
+    Py_XSETREF(g.alog_args, args);
+    return 0;
+fail:
+    PyMem_Free(compiled);
+    Py_DECREF(args);
+    return -1;
+}
+
+/* Open the access log for this worker (serve()). 0, or -1 with an OSError set. */
+static int hs_open_alog(void)
+{
+    const char *path = PyUnicode_AsUTF8(g.alog_path);
+    if (!path)
+        return -1;
+    int fd;
+    if (strcmp(path, "-") == 0) {
+        fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 0);
+    } else {
+        do {
+            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, HS_ALOG_FILE_MODE);
+        } while (fd < 0 && errno == EINTR);
+    }
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, g.alog_path);
+        return -1;
+    }
+    if (hs_alog_open(&g.alog, fd, g.alog_ops, g.alog_nops) < 0) {
+        (void)close(fd);
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
     static char *kwlist[] = {"handlers", "takes_request", "param_names", "request_type", "bad_request",
                              "json_encode", "finalize", "on_error", "max_connections", "max_body",
-                             "keepalive_ms", "recv_ms", "drain_ms", NULL};
+                             "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", NULL};
     PyObject *handlers, *takes, *names, *rtype, *bad, *enc, *fin, *onerr;
+    PyObject *alog_path = Py_None, *alog_ops = NULL;
     int max_connections;
     unsigned long long max_body;
     long long keepalive_ms, recv_ms, drain_ms;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL", kwlist, &PyTuple_Type, &handlers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OO", kwlist, &PyTuple_Type, &handlers,
                                      &PyTuple_Type, &takes, &PyTuple_Type, &names, &PyType_Type, &rtype, &bad,
                                      &enc, &fin, &onerr, &max_connections, &max_body, &keepalive_ms, &recv_ms,
-                                     &drain_ms))
+                                     &drain_ms, &alog_path, &alog_ops))
+        return NULL;
+    if (alog_path != Py_None && !PyUnicode_Check(alog_path)) {
+        PyErr_SetString(PyExc_TypeError, "access_log must be a str path, \"-\" (stdout) or None");
+        return NULL;
+    }
+    if (alog_path != Py_None && hs_configure_alog_ops(alog_ops) < 0)
         return NULL;
     if (g.running) {
         PyErr_SetString(PyExc_RuntimeError, "configure() while serving");
@@ -397,6 +499,12 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     g.keepalive_ms = keepalive_ms;
     g.recv_ms = recv_ms;
     g.drain_ms = drain_ms;
+    if (alog_path == Py_None) {
+        Py_CLEAR(g.alog_path);
+    } else {
+        Py_INCREF(alog_path);
+        Py_XSETREF(g.alog_path, alog_path);
+    }
     g.configured = 1;
     Py_RETURN_NONE;
 }
@@ -420,8 +528,16 @@ static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
         return NULL;
     }
     hs_server *s = &g.server;
-    if (hs_server_init(s, (int)fd) < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
+    if (g.alog_path && hs_open_alog() < 0)
+        return NULL;
+    if (hs_server_init(s, (int)fd) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (g.alog_path)
+            hs_alog_close(&g.alog);
+        return NULL;
+    }
+    if (g.alog_path)
+        s->alog = &g.alog;
     s->lim = g.lim;
     s->max_connections = g.max_connections;
     s->keepalive_ms = g.keepalive_ms;
@@ -438,6 +554,10 @@ static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
     int rc = hs_server_run(s);
     int saved_errno = errno;
     hs_server_destroy(s);
+    if (s->alog) {
+        hs_alog_close(&g.alog); /* flushed: every line of this worker is written */
+        s->alog = NULL;
+    }
     g.running = 0;
     if (g.pending_exc) {
         PyObject *exc = g.pending_exc;
@@ -478,6 +598,15 @@ static PyObject *hs_py_stats(PyObject *self, PyObject *unused)
                          (unsigned long long)s->stat_write_waits);
 }
 
+static PyObject *hs_py_access_log_stats(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:O,s:K,s:K,s:K}", "enabled", g.alog_path ? Py_True : Py_False, "lines",
+                         (unsigned long long)g.alog.lines, "dropped", (unsigned long long)g.alog.dropped,
+                         "write_errors", (unsigned long long)g.alog.write_errors);
+}
+
 static PyObject *hs_py_backend(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -488,10 +617,12 @@ static PyObject *hs_py_backend(PyObject *self, PyObject *unused)
 static PyMethodDef hs_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))hs_py_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(handlers, takes_request, param_names, request_type, bad_request, json_encode, finalize, "
-     "on_error, max_connections, max_body, keepalive_ms, recv_ms, drain_ms)"},
+     "on_error, max_connections, max_body, keepalive_ms, recv_ms, drain_ms, access_log=None, access_log_ops=None)"},
     {"serve", hs_py_serve, METH_O, "serve(listen_fd): run the loop until request_stop() and the drain end."},
     {"request_stop", hs_py_request_stop, METH_NOARGS, "Stop accepting, finish in-flight requests, return."},
     {"stats", hs_py_stats, METH_NOARGS, "Counters of the loop (requests, python_calls, connections, ...)."},
+    {"access_log_stats", hs_py_access_log_stats, METH_NOARGS,
+     "Access log counters of this process: enabled, lines, dropped, write_errors."},
     {"backend", hs_py_backend, METH_NOARGS, "The event backend compiled in."},
     {NULL, NULL, 0, NULL},
 };
