@@ -7,8 +7,11 @@ Every server runs in a subprocess over real TCP (tests/_server_util.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 import socket
 import textwrap
 import threading
@@ -19,7 +22,7 @@ from typing import List
 import pytest
 
 from _http_wire import connect, get, request
-from _server_util import start_app
+from _server_util import ServerProcess, free_port, start_app
 
 from hypersonic import Hypersonic
 from hypersonic._accesslog import compile_format, resolve_destination
@@ -293,3 +296,41 @@ def test_pipelined_requests_each_get_a_line_in_order(tmp_path: Path) -> None:
         assert answer.count(b"HTTP/1.1 ") == 4
         lines = wait_lines(log, 4)
     assert lines == ["/static 200", "/users/1 200", "/nope 404", "/static 200"]
+
+
+CLI_APP = """
+from hypersonic import Hypersonic
+
+app = Hypersonic()
+
+@app.get("/static")
+def static():
+    return "Hello, World!"
+"""
+
+
+def test_cli_flag_and_environment_turn_the_log_on(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    flag_log, env_log = tmp_path / "flag.log", tmp_path / "env.log"
+    port = free_port()
+    argv = [sys.executable, "-m", "hypersonic", "cli_app:app", "--host", "127.0.0.1", "--port", str(port),
+            "--access-log", str(flag_log), "--access-log-format", "flag $status $request_uri"]
+    with ServerProcess(argv, port, log_path=tmp_path / "flag.out", cwd=tmp_path):
+        request(port, get("/static"))
+        assert wait_lines(flag_log, 1) == ["flag 200 /static"]
+    port = free_port()
+    argv = [sys.executable, "-m", "hypersonic", "cli_app:app", "--host", "127.0.0.1", "--port", str(port)]
+    env = {"HYPERSONIC_ACCESS_LOG": str(env_log), "HYPERSONIC_ACCESS_LOG_FORMAT": "env $status"}
+    with ServerProcess(argv, port, log_path=tmp_path / "env.out", cwd=tmp_path, env=env):
+        request(port, get("/nope"))
+        assert wait_lines(env_log, 1) == ["env 404"]
+
+
+def test_cli_bad_format_is_a_usage_error_naming_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    result = subprocess.run([sys.executable, "-m", "hypersonic", "cli_app:app", "--port", "0",
+                             "--access-log", "-", "--access-log-format", "$status $bogus"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
+    assert result.returncode == 2, result
+    assert "$bogus" in result.stderr

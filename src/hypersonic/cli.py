@@ -98,6 +98,10 @@ OPTIONS: List[Option] = [
     Option("keepalive_timeout", float, "app", "seconds an idle keep-alive connection is kept open"),
     Option("recv_timeout", float, "app", "seconds a request head may take to arrive (slower: 408)"),
     Option("drain_timeout", float, "app", "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
+    Option("access_log", str, "app", "write an access log line per request to this file (appended to; "
+           "workers share it) or to standard output with '-'"),
+    Option("access_log_format", str, "app", "access log format: 'common', 'combined' or a format string of "
+           "nginx-style variables such as '$remote_addr \"$request\" $status $request_time_us $http_user_agent'"),
     Option("no_security_headers", bool, "app", "do not add the default security headers to responses",
            keyword="enable_security_headers", negate=True),
     Option("log_level", str, "cli", "logging level: " + ", ".join(LOG_LEVELS)),
@@ -164,8 +168,10 @@ def build_parser(with_app_argument: bool = True, prog: Optional[str] = None) -> 
                 metavar = "DIR"
             elif option.name == "log_level":
                 metavar = "LEVEL"
-            elif option.name == "uds":
+            elif option.name in ("uds", "access_log"):
                 metavar = "PATH"
+            elif option.name == "access_log_format":
+                metavar = "FORMAT"
             elif option.name == "uds_mode":
                 metavar = "MODE"
             elif option.name == "max_worker_rss":
