@@ -334,3 +334,44 @@ def test_cli_bad_format_is_a_usage_error_naming_the_variable(tmp_path: Path) -> 
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
     assert result.returncode == 2, result
     assert "$bogus" in result.stderr
+
+
+def _ipv6_loopback_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host, client_host, expected", [
+    ("::1", "::1", "::1"),
+    ("::", "127.0.0.1", "127.0.0.1"),  # dual stack: an IPv4 client is logged as IPv4, not ::ffff:...
+])
+def test_remote_address_of_ipv6_and_dual_stack_clients(tmp_path: Path, host: str, client_host: str,
+                                                        expected: str) -> None:
+    if not _ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback")
+    log = tmp_path / "access.log"
+    with start_app(app_source(str(log), "$remote_addr $status"), tmp_path, host=host) as server:
+        with socket.create_connection((client_host, server.port), timeout=10) as sock:
+            sock.sendall(get("/static", "Connection: close\r\n"))
+            while sock.recv(65536):
+                pass
+        lines = wait_lines(log, 1)
+    assert lines[-1] == f"{expected} 200"
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs Unix domain sockets")
+def test_unix_socket_clients_are_logged_as_unix(tmp_path: Path) -> None:
+    from _ops_util import CliServer
+
+    (tmp_path / "cli_app.py").write_text(CLI_APP.replace('"/static"', '"/"'))
+    log = tmp_path / "access.log"
+    with CliServer(tmp_path, "cli_app:app", "--access-log", str(log), "--access-log-format", "$remote_addr $status",
+                   uds=str(tmp_path / "s.sock")):
+        lines = wait_lines(log, 1)  # the readiness probe's GET /
+    assert lines[0] == "unix 200"
