@@ -375,3 +375,29 @@ def test_unix_socket_clients_are_logged_as_unix(tmp_path: Path) -> None:
                    uds=str(tmp_path / "s.sock")):
         lines = wait_lines(log, 1)  # the readiness probe's GET /
     assert lines[0] == "unix 200"
+
+
+def test_timeouts_chunked_body_errors_and_handler_failures_are_logged(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    source = app_source(str(log), "$request|$status|$request_time_us|$http_x_id", ", recv_timeout=1") + textwrap.dedent("""
+        @app.get("/boom")
+        def boom(req):
+            raise RuntimeError("handler failure")
+        """)
+    with start_app(source, tmp_path) as server:
+        assert request(server.port, get("/boom", "X-Id: b\r\n")).status == 500
+        chunked = (b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Id: c\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"c8\r\n" + b"x" * 200 + b"\r\n0\r\n\r\n")
+        assert request(server.port, chunked).status == 413  # decoded body over max_request_size
+        sock, reader = connect(server.port)
+        with sock:  # a head that never completes: 408 after recv_timeout
+            sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Id: s\r\n")
+            assert reader.response().status == 408
+        lines = wait_lines(log, 3)
+    rows = [line.split("|") for line in lines]
+    assert [(r[0], r[1], r[3]) for r in rows] == [
+        ("GET /boom HTTP/1.1", "500", "b"),
+        ("POST /echo HTTP/1.1", "413", "c"),
+        ("GET /slow HTTP/1.1", "408", "-"),  # fields of an unfinished head are not trusted
+    ]
+    assert int(rows[2][2]) >= 1_000_000  # the duration runs from the request's first byte
