@@ -13,10 +13,17 @@ Variants (the bench app's static routes, one worker):
   log-custom   "$remote_addr $request $status $bytes_sent $request_time_us $request_id"
                (reads the clock per request for the duration)
 
+With ``--callgrind N`` each variant also runs under ``valgrind --tool=callgrind``
+(bench/profile_run.py's setup): counters zeroed after startup, N requests sent
+with bench/fixed_load.py (16 keep-alive connections), dumped. User-space
+instructions per request are exact and repeatable on a busy machine, where the
+CPU-time figures are not (the kernel's share, the write(2) of the log, is not
+in them: one write per ~400 lines).
+
 Usage::
 
     bench/.venv/bin/python bench/access_log_cost.py             # 3 rounds of 3 s
-    bench/.venv/bin/python bench/access_log_cost.py --rounds 5 --no-write
+    bench/.venv/bin/python bench/access_log_cost.py --rounds 5 --callgrind 20000
 
 Writes the block between ``<!-- access-log:begin -->`` and ``<!-- access-log:end -->``
 of bench/RESULTS.md (appended when absent) and the raw rounds to bench/out/.
@@ -74,6 +81,31 @@ def specs() -> list["bench.ServerSpec"]:
     ]
 
 
+def callgrind_ir_per_request(spec: "bench.ServerSpec", requests: int, scratch: Path) -> float:
+    """User-space instructions per request of ``spec`` under callgrind (startup excluded)."""
+    import profile_run  # bench/profile_run.py: callgrind setup and callgrind_annotate parsing
+
+    out_dir = LOG_DIR / "callgrind"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    server = bench.start_server(profile_run.callgrind_spec(spec, out_dir), scratch / f"callgrind-{spec.name}")
+    pid = server.process.pid
+    try:
+        subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True, timeout=120)
+        load = subprocess.run([sys.executable, str(bench.BENCH_DIR / "fixed_load.py"), str(server.port),
+                               "/plaintext", str(requests), "--connections", "16"],
+                              capture_output=True, text=True, timeout=900)
+        if load.returncode != 0:
+            raise RuntimeError(f"fixed_load failed: {load.stdout}{load.stderr}")
+        subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True, timeout=120)
+    finally:
+        bench.stop_server(server)
+    dumps = sorted(out_dir.glob(f"{spec.name}.{pid}.out.*"))
+    if not dumps:
+        raise RuntimeError(f"no callgrind dump for {spec.name} in {out_dir}")
+    total, _ = profile_run.annotate(dumps[-1])
+    return total / requests
+
+
 def _uptime() -> str:
     try:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
@@ -82,7 +114,8 @@ def _uptime() -> str:
 
 
 def render(cells: list["bench.CellResult"], args: argparse.Namespace, started: dt.datetime,
-           load_before: str, load_after: str, log_bytes: dict[str, float]) -> str:
+           load_before: str, load_after: str, log_bytes: dict[str, float],
+           instructions: Optional[dict[str, float]] = None) -> str:
     """The RESULTS.md block."""
     off = next((c for c in cells if c.server == "log-off" and c.rounds), None)
     base = off.median("cpu_us_per_request") if off else None
@@ -91,7 +124,8 @@ def render(cells: list["bench.CellResult"], args: argparse.Namespace, started: d
         "## Access log cost",
         "",
         f"Measured {started:%Y-%m-%d %H:%M} UTC with `bench/.venv/bin/python bench/access_log_cost.py "
-        f"--rounds {args.rounds} --duration {args.duration:g}` (static plaintext, 64 keep-alive connections, "
+        f"--rounds {args.rounds} --duration {args.duration:g}"
+        + (f" --callgrind {args.callgrind}" if args.callgrind else "") + "` (static plaintext, 64 keep-alive connections, "
         "server on core 1, one wrk thread on core 0; medians over the rounds, run round-robin; the "
         "measuring code is bench/run.py's).",
         f"Load before: `{load_before}`; after: `{load_after}`. The machine is shared, so compare the "
@@ -110,6 +144,15 @@ def render(cells: list["bench.CellResult"], args: argparse.Namespace, started: d
         spread = [r.cpu_us_per_request for r in cell.rounds]
         lines.append(f"| {cell.server} | {cpu:.2f} | {min(spread):.2f}–{max(spread):.2f} | {delta} | {cell.median('rps'):,.0f} | "
                      f"{cell.median('p99_ms'):.2f} | {per_line} |")
+    if instructions:
+        ir_base = instructions.get("log-off")
+        lines += ["", f"User-space instructions per request under callgrind ({args.callgrind} requests on 16 "
+                      "keep-alive connections after startup, `--callgrind` option; exact, unlike the CPU times "
+                      "above on a shared machine):", "",
+                  "| variant | instructions/request | vs off |", "| --- | ---: | ---: |"]
+        for name, ir in instructions.items():
+            delta = "" if name == "log-off" or not ir_base else f"{ir - ir_base:+,.0f} ({(ir / ir_base - 1) * 100:+.1f}%)"
+            lines.append(f"| {name} | {ir:,.0f} | {delta} |")
     lines += [
         "",
         "log-common: `$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent`; "
@@ -129,6 +172,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per variant (3)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per measured round (3)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per variant (2)")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="N",
+                        help="also count instructions per request under callgrind over N requests (0: skip)")
     parser.add_argument("--no-write", action="store_true", help="print the block; leave RESULTS.md alone")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.warmup <= 0:
@@ -142,13 +187,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     load_before = _uptime()
     scenario = next(s for s in bench.SCENARIOS if s.name == SCENARIO_NAME)
     cells = bench.run_scenario(scenario, specs(), args, LOG_DIR / "scratch")
+    instructions: dict[str, float] = {}
+    for spec in specs() if args.callgrind > 0 else []:
+        instructions[spec.name] = callgrind_ir_per_request(spec, args.callgrind, LOG_DIR / "scratch")
+        print(f"callgrind {spec.name}: {instructions[spec.name]:,.0f} instructions/request", flush=True)
     load_after = _uptime()
     log_bytes = {"log-common": _bytes_per_line(LOG_DIR / "common.log"),
                  "log-custom": _bytes_per_line(LOG_DIR / "custom.log")}
     (bench.OUT_DIR / "access_log_cost.json").write_text(
         json.dumps({"started": started.isoformat(), "cells": [c.as_dict() for c in cells],
-                    "log_bytes": log_bytes}, indent=1))
-    section = render(cells, args, started, load_before, load_after, log_bytes)
+                    "log_bytes": log_bytes, "instructions_per_request": instructions}, indent=1))
+    section = render(cells, args, started, load_before, load_after, log_bytes, instructions)
     print(section)
     if not args.no_write:
         bench.replace_section(bench.RESULTS_MD, SECTION_BEGIN, SECTION_END, section)

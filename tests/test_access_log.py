@@ -129,7 +129,7 @@ def test_custom_format_with_header_request_id_bytes_and_duration(tmp_path: Path)
     fmt = ("$remote_addr|$request_method|$request_uri|$uri|$args|$status|$bytes_sent|$body_bytes_sent|"
            "$request_time_us|$request_id|$http_x_tenant|${server_protocol}$$|$pid")
     with start_app(app_source(str(log), fmt), tmp_path) as server:
-        response = request(server.port, get("/users/7?a=b", 'X-Request-ID: req-1\r\nX-Tenant: acme "co"\r\n'))
+        response = request(server.port, get("/users/7?a=b", 'X-Request-ID: req-1\r\nX-Tenant: acme "co" \\ \u00e9\r\n'))
         request(server.port, get("/static", version="1.0"))
         lines = wait_lines(log, 2)
     first = lines[0].split("|")
@@ -138,7 +138,7 @@ def test_custom_format_with_header_request_id_bytes_and_duration(tmp_path: Path)
     assert int(first[7]) == body_len
     assert int(first[6]) > body_len  # the whole response: status line and fields too
     assert first[8].isdigit()
-    assert first[9:12] == ["req-1", "acme \\x22co\\x22", "HTTP/1.1$"]  # quotes escaped as nginx does
+    assert first[9:12] == ["req-1", "acme \\x22co\\x22 \\x5C \\xC3\\xA9", "HTTP/1.1$"]  # escaped as nginx does
     assert first[12] == str(server.pid)
     second = lines[1].split("|")
     assert second[1:6] == ["GET", "/static", "/static", "-", "200"]

@@ -35,6 +35,8 @@
 #define HS_ALOG_S_PER_MIN 60
 #define HS_ALOG_S_PER_HOUR 3600
 
+static void hs_alog_init_tables(void);
+
 static const char *const hs_alog_op_names[HS_ALOG_OP_COUNT] = {
     "literal", "remote_addr", "method", "target", "path", "query", "request", "protocol", "status",
     "bytes_sent", "body_bytes_sent", "duration_us", "duration_s", "header", "time_local", "time_iso8601",
@@ -98,6 +100,7 @@ HS_API int hs_alog_open(hs_alog *a, int fd, const hs_alog_op *ops, int nops)
             a->need_body = 1;
     }
     a->time_second = (time_t)-1;
+    hs_alog_init_tables();
     a->pid_len = hs_alog_u64(a->pid, (uint64_t)getpid());
     a->wake_us = hs_alog_now_us();
     return 0;
@@ -245,7 +248,16 @@ static inline void hs_alog_put_u64(hs_alog_out *o, uint64_t v)
     hs_alog_put(o, digits, hs_alog_u64(digits, v));
 }
 
-/* Request bytes, escaped; "-" when absent. */
+/* 1 for the bytes written as they are: printable ASCII other than '"' and '\\'. */
+static unsigned char hs_alog_plain[256];
+
+static void hs_alog_init_tables(void)
+{
+    for (int ch = 0; ch < 256; ch++)
+        hs_alog_plain[ch] = (unsigned char)(ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\');
+}
+
+/* Request bytes, escaped; "-" when absent. Runs of plain bytes are copied at once. */
 static void hs_alog_put_escaped(hs_alog_out *o, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -253,17 +265,34 @@ static void hs_alog_put_escaped(hs_alog_out *o, const char *s, size_t n)
         hs_alog_put(o, "-", 1);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (HS_LIKELY(ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')) {
-            if (HS_UNLIKELY(o->p == o->end))
-                return;
-            *o->p++ = (char)ch;
-        } else {
-            char esc[4] = {'\\', 'x', hex[ch >> 4], hex[ch & 0xf]};
-            hs_alog_put(o, esc, sizeof esc);
-        }
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && hs_alog_plain[(unsigned char)s[run]])
+            run++;
+        hs_alog_put(o, s + i, run - i);
+        if (run == n)
+            return;
+        unsigned char ch = (unsigned char)s[run];
+        char esc[4] = {'\\', 'x', hex[ch >> 4], hex[ch & 0xf]};
+        hs_alog_put(o, esc, sizeof esc);
+        i = run + 1;
     }
+}
+
+/* Bytes after the response head (the first CRLFCRLF); 0 when there is none. */
+static size_t hs_alog_body_bytes(const char *resp, size_t len)
+{
+    const char *p = resp, *end = resp + len;
+    while (p < end) {
+        const char *lf = (const char *)memchr(p, '\n', (size_t)(end - p));
+        if (!lf)
+            return 0;
+        if (lf - resp >= 3 && lf[-1] == '\r' && lf[-2] == '\n' && lf[-3] == '\r')
+            return (size_t)(end - lf - 1);
+        p = lf + 1;
+    }
+    return 0;
 }
 
 static const hs_header *hs_alog_find_header(const hs_request *r, const char *lower_name, size_t len)
@@ -300,19 +329,15 @@ HS_API void hs_alog_line(hs_alog *a, int fd, const hs_request *r, const char *re
     }
     hs_alog_out o = {a->buf + a->len, a->buf + a->len + HS_ALOG_LINE_MAX - 1};
     const hs_alog_peer *peer = (fd >= 0 && (size_t)fd < a->npeers) ? &a->peers[fd] : NULL;
-    int have_status = resp_len >= HS_ALOG_STATUS_LINE_MIN && memcmp(resp, "HTTP/1.", 7) == 0;
+    int have_status = resp_len >= HS_ALOG_STATUS_LINE_MIN && resp[0] == 'H' && resp[4] == '/' &&
+                      resp[HS_ALOG_STATUS_OFF - 1] == ' ';
     int64_t duration_us = 0;
     if (a->need_clock && peer && peer->start_us) {
         duration_us = hs_alog_now_us() - peer->start_us;
         if (duration_us < 0)
             duration_us = 0;
     }
-    size_t body_bytes = 0;
-    if (a->need_body && resp_len) {
-        const char *head_end = (const char *)memmem(resp, resp_len, "\r\n\r\n", 4);
-        if (head_end)
-            body_bytes = resp_len - (size_t)(head_end + 4 - resp);
-    }
+    size_t body_bytes = a->need_body ? hs_alog_body_bytes(resp, resp_len) : 0;
     for (int i = 0; i < a->nops; i++) {
         const hs_alog_op *op = &a->ops[i];
         switch (op->kind) {
