@@ -401,3 +401,15 @@ def test_timeouts_chunked_body_errors_and_handler_failures_are_logged(tmp_path: 
         ("GET /slow HTTP/1.1", "408", "-"),  # fields of an unfinished head are not trusted
     ]
     assert int(rows[2][2]) >= 1_000_000  # the duration runs from the request's first byte
+
+
+def test_pure_python_fallback_warns_that_it_writes_no_access_log(monkeypatch: pytest.MonkeyPatch,
+                                                                 caplog: pytest.LogCaptureFixture,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("HYPERSONIC_JIT", "0")  # force the pure-Python server
+    app = Hypersonic(access_log=str(tmp_path / "access.log"), cache_dir=tmp_path / "cache")
+    app.get("/x", lambda: "x")
+    with caplog.at_level("WARNING", logger="hypersonic"):
+        app.compile()
+    assert app.backend() == "python"
+    assert any("access_log" in record.getMessage() for record in caplog.records), caplog.text
