@@ -33,7 +33,13 @@
 /* Longest method token accepted (RFC 9110 has no limit; ours: 501/400). */
 #define HS_MAX_METHOD 32
 
-/* Size of one recv() into a connection's read buffer, and its first size. */
+/*
+ * Read-buffer space offered to recv(). A connection's first read offers at
+ * least HS_READ_FIRST (a typical request head fits, so thousands of idle
+ * keep-alive connections cost little memory); only a read that fills the
+ * space offered grows the buffer, by HS_READ_CHUNK per further recv().
+ */
+#define HS_READ_FIRST 4096
 #define HS_READ_CHUNK 16384
 
 

@@ -77,8 +77,8 @@ HS_API ssize_t hs_conn_recv(hs_conn *c)
 {
     size_t total = 0;
     for (;;) {
-        /* Offer what is free, at least one read chunk. */
-        if (hs_buf_reserve(&c->rbuf, HS_READ_CHUNK) < 0) {
+        /* Offer what is free: at least HS_READ_FIRST, and a whole chunk more once a read filled it. */
+        if (hs_buf_reserve(&c->rbuf, total ? HS_READ_CHUNK : HS_READ_FIRST) < 0) {
             errno = ENOMEM;
             return total ? (ssize_t)total : HS_RECV_ERROR;
         }
