@@ -32,11 +32,11 @@ import os
 import selectors
 import socket
 import time
-from email.utils import formatdate
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _socket_ref as ref
+from ._httpdate import http_date
 from ._codegen import DATE_PLACEHOLDER, METHODS, RouteSpec
 from ._status import reason_phrase
 
@@ -425,7 +425,7 @@ class PyServerModule(ModuleType):
         second = int(time.time())
         if second != self._date_second:
             self._date_second = second
-            self._date = formatdate(second, usegmt=True).encode("ascii")
+            self._date = http_date(second).encode("ascii")
         return self._date
 
     def _begin(self, status: int) -> bytes:

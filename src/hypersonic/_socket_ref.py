@@ -28,8 +28,9 @@ import re
 import select
 import socket
 import sys
-from email.utils import formatdate
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+from ._httpdate import http_date
 
 __all__ = [
     "EV_READ", "EV_WRITE", "EV_ERROR", "RECV_PENDING", "RECV_CLOSED",
@@ -979,7 +980,7 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method
 
 
 def _head(status_line: str, content_type: bytes, body_len: int, keep_alive: bool) -> bytes:
-    return (f"HTTP/1.1 {status_line}\r\nDate: {formatdate(usegmt=True)}\r\nContent-Type: ".encode("latin-1")
+    return (f"HTTP/1.1 {status_line}\r\nDate: {http_date()}\r\nContent-Type: ".encode("latin-1")
             + content_type
             + f"\r\nContent-Length: {body_len}\r\nConnection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
             .encode("latin-1"))

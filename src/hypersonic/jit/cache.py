@@ -51,7 +51,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, TextIO, Tuple, Union
 
 from .._version import __version__
 from .compiler import Compiler, CompileError, CompilerNotFound, find_compiler, run_compiler
@@ -223,10 +223,25 @@ def _source_files() -> List[Path]:
     return sorted(p for p in CSRC_DIR.iterdir() if p.suffix in (".c", ".h") and p.is_file())
 
 
-def _digest(parts: List[Tuple[str, Union[str, bytes]]]) -> str:
+def _sha256() -> Any:
+    """A SHA-256 object from CPython's built-in implementation when it has one.
+
+    hashlib would load OpenSSL's libcrypto (several MiB of resident memory in
+    every worker forked after the key is computed) for one small digest.
+    """
+    for module_name in ("_sha2", "_sha256"):  # 3.12+, then 3.9-3.11
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            continue
+        return module.sha256()
     import hashlib
 
-    h = hashlib.sha256()
+    return hashlib.sha256()
+
+
+def _digest(parts: List[Tuple[str, Union[str, bytes]]]) -> str:
+    h = _sha256()
     for label, data in parts:
         raw = data.encode() if isinstance(data, str) else data
         h.update(f"{label}\0{len(raw)}\0".encode())
