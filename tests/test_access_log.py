@@ -268,12 +268,24 @@ def test_bad_access_log_argument_is_named() -> None:
         Hypersonic(access_log_format=None)
 
 
-def test_unwritable_log_path_fails_compile_with_the_path(tmp_path: Path) -> None:
+def test_unwritable_log_path_fails_run_before_binding_with_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir" / "access.log"
     app = Hypersonic(access_log=str(missing))
     app.get("/x", lambda: "x")
+    app.compile()  # prebuilding elsewhere needs no log directory
     with pytest.raises(OSError, match="no-such-dir"):
-        app.compile()
+        app.run(port=free_port(), host="127.0.0.1")
+
+
+def test_cli_unwritable_log_path_is_a_startup_error_naming_the_path(tmp_path: Path) -> None:
+    (tmp_path / "cli_app.py").write_text(CLI_APP)
+    result = subprocess.run([sys.executable, "-m", "hypersonic", "cli_app:app", "--host", "127.0.0.1",
+                             "--port", str(free_port()), "--access-log", str(tmp_path / "missing" / "a.log")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
+    assert result.returncode == 1, result
+    assert "access_log: cannot append to" in result.stderr and "missing" in result.stderr, result.stderr
+    assert "cannot listen" not in result.stderr
 
 
 def _raw_exchange(port: int, payload: bytes) -> bytes:

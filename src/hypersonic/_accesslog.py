@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
-__all__ = ["COMMON_FORMAT", "COMBINED_FORMAT", "FORMATS", "VARIABLES", "check_writable", "compile_format", "resolve_destination"]
+__all__ = ["COMMON_FORMAT", "COMBINED_FORMAT", "FORMATS", "VARIABLES", "check_writable", "compile_format",
+           "resolve_destination"]
 
 #: The Common Log Format (NCSA).
 COMMON_FORMAT = '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent'
@@ -174,15 +175,16 @@ def resolve_destination(access_log: Any) -> Optional[str]:
     return access_log
 
 
-def check_writable(destination: Optional[str]) -> None:
-    """Fail early (at compile()) when the log file cannot be appended to: open it
-    for appending, creating it if missing, and close it again. Each worker opens
-    it again when it starts serving. Raises OSError naming the path."""
+def check_writable(destination: Optional[str], error: Type[OSError] = OSError) -> None:
+    """Fail early (run(), before binding) when the log file cannot be appended to:
+    open it for appending, creating it if missing, and close it again. Each worker
+    opens it again when it starts serving. Raises ``error`` (an OSError subclass)
+    naming the path."""
     if destination is None or destination == "-":
         return
     try:
         fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
     except OSError as exc:
-        raise OSError(exc.errno, f"access_log: cannot append to {destination!r}: {exc.strerror}",
-                      destination) from None
+        raise error(exc.errno, f"access_log: cannot append to {destination!r}: {exc.strerror}",
+                    destination) from None
     os.close(fd)

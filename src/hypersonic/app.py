@@ -344,7 +344,6 @@ class Hypersonic:
             specs.append(spec)
         access_log = _accesslog.resolve_destination(self.access_log)
         access_log_ops = _accesslog.compile_format(self.access_log_format)
-        _accesslog.check_writable(access_log)
         source = _codegen.generate(specs, self._security_block(), TEXT_PLAIN, APPLICATION_JSON)
         from ._pyserver import load_server_module
 
@@ -435,6 +434,9 @@ class Hypersonic:
             raise ValueError(f"workers must be an int >= 1, got {workers!r}")
         from . import _supervisor
 
+        # Fail before binding when the access log cannot be appended to (workers open it themselves).
+        _accesslog.check_writable(_accesslog.resolve_destination(self.access_log),
+                                  error=_supervisor.ServerStartupError)
         limits = _supervisor.WorkerLimits(max_requests, max_requests_jitter, max_worker_rss)
         listen: Dict[str, Any] = dict(uds=uds, uds_mode=uds_mode, fd=fd)
         if workers > 1 or limits.active:
