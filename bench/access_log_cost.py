@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as bench  # noqa: E402  (bench/run.py: the measuring functions)
+import run as bench  # bench/run.py: the measuring functions (after the path insert above)
 
 SECTION_BEGIN = "<!-- access-log:begin -->"
 SECTION_END = "<!-- access-log:end -->"
@@ -93,7 +93,7 @@ def callgrind_ir_per_request(spec: "bench.ServerSpec", requests: int, scratch: P
         subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True, timeout=120)
         load = subprocess.run([sys.executable, str(bench.BENCH_DIR / "fixed_load.py"), str(server.port),
                                "/plaintext", str(requests), "--connections", "16"],
-                              capture_output=True, text=True, timeout=900)
+                              capture_output=True, text=True, timeout=900, check=False)
         if load.returncode != 0:
             raise RuntimeError(f"fixed_load failed: {load.stdout}{load.stderr}")
         subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True, timeout=120)
@@ -108,7 +108,7 @@ def callgrind_ir_per_request(spec: "bench.ServerSpec", requests: int, scratch: P
 
 def _uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

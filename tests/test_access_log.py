@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import textwrap
 import threading
 import time
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 from _http_wire import connect, get, request
 from _server_util import ServerProcess, free_port, start_app
 
@@ -281,7 +280,7 @@ def test_cli_unwritable_log_path_is_a_startup_error_naming_the_path(tmp_path: Pa
     (tmp_path / "cli_app.py").write_text(CLI_APP)
     result = subprocess.run([sys.executable, "-m", "hypersonic", "cli_app:app", "--host", "127.0.0.1",
                              "--port", str(free_port()), "--access-log", str(tmp_path / "missing" / "a.log")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
     assert result.returncode == 1, result
     assert "access_log: cannot append to" in result.stderr and "missing" in result.stderr, result.stderr
@@ -342,7 +341,7 @@ def test_cli_bad_format_is_a_usage_error_naming_the_variable(tmp_path: Path) -> 
     (tmp_path / "cli_app.py").write_text(CLI_APP)
     result = subprocess.run([sys.executable, "-m", "hypersonic", "cli_app:app", "--port", "0",
                              "--access-log", "-", "--access-log-format", "$status $bogus"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")})
     assert result.returncode == 2, result
     assert "$bogus" in result.stderr
