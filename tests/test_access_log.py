@@ -424,3 +424,20 @@ def test_pure_python_fallback_warns_that_it_writes_no_access_log(monkeypatch: py
         app.compile()
     assert app.backend() == "python"
     assert any("access_log" in record.getMessage() for record in caplog.records), caplog.text
+
+
+def test_every_protocol_error_status_is_logged(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    cases = [
+        (b"GET /static HTTP/2.0\r\nHost: t\r\n\r\n", 505, "GET /static"),  # version unknown: no protocol
+        (b"BREW /static HTTP/1.1\r\nHost: t\r\n\r\n", 501, "BREW /static HTTP/1.1"),  # unknown method
+        (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501,
+         "POST /echo HTTP/1.1"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414, "-"),
+        (b"GET /static HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", 431, "GET /static HTTP/1.1"),
+    ]
+    with start_app(app_source(str(log), "$request|$status"), tmp_path) as server:
+        for raw, status, _ in cases:
+            assert request(server.port, raw).status == status
+        lines = wait_lines(log, len(cases))
+    assert lines == [f"{logged}|{status}" for _, status, logged in cases]
