@@ -51,6 +51,13 @@
 #define HS_BLOCKING_END }
 #endif
 
+/* Keep the access log's code out of the request path's instruction stream. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HS_SERVER_COLD __attribute__((noinline, cold))
+#else
+#define HS_SERVER_COLD
+#endif
+
 /* Scratch space for input discarded while lingering. */
 #define HS_SERVER_DISCARD_CHUNK 4096
 /* Milliseconds per second. */
@@ -158,7 +165,7 @@ static void hs_server_accept(hs_server *s)
  * request; otherwise the request in rbuf failed to parse (or is incomplete)
  * and is parsed again into scratch space for whatever fields it had.
  */
-static void hs_server_log(hs_server *s, hs_conn *c, size_t mark, int parsed)
+static HS_SERVER_COLD void hs_server_log(hs_server *s, hs_conn *c, size_t mark, int parsed)
 {
     const hs_request *r = &c->req;
     hs_request scratch;
@@ -181,6 +188,7 @@ static void hs_server_log(hs_server *s, hs_conn *c, size_t mark, int parsed)
     else
         hs_alog_line(s->alog, c->fd, r, c->wbuf.data + mark, c->wbuf.len - mark, s->date_second);
 }
+
 
 /* Answer a protocol error (400/408/413/414/431/501/505) and close after it. */
 static void hs_server_error(hs_server *s, hs_conn *c, int status)
@@ -273,6 +281,7 @@ done:
 static void hs_server_process(hs_server *s, hs_conn *c, int received)
 {
     int answered = 0;
+    hs_alog *const alog = s->alog; /* fixed while the loop runs */
     c->flags &= ~HS_CF_MORE;
     while (!(c->flags & (HS_CF_CLOSE_AFTER | HS_CF_LINGER))) {
         if (hs_conn_pending(c) >= HS_SERVER_OUTPUT_HIGH_WATER) {
@@ -292,20 +301,17 @@ static void hs_server_process(hs_server *s, hs_conn *c, int received)
         size_t mark = c->wbuf.len;
         if (r == HS_REQ_ERROR) {
             hs_server_error(s, c, c->error_status);
-            if (HS_UNLIKELY(s->alog != NULL))
+            if (HS_UNLIKELY(alog != NULL))
                 hs_server_log(s, c, mark, 0);
             break;
         }
         if (hs_server_answer(s, c) < 0) /* out of memory: give up on this connection */
             c->flags |= HS_CF_CLOSE_AFTER | HS_CF_ERROR_CLOSE;
-        if (HS_UNLIKELY(s->alog != NULL)) {
-            hs_server_log(s, c, mark, 1);
-            hs_conn_consume(c);
-            if (c->rbuf.len) /* the next pipelined request arrived with this wakeup's read */
-                hs_alog_mark_start(s->alog, c->fd);
-        } else {
-            hs_conn_consume(c);
-        }
+        if (HS_UNLIKELY(alog != NULL))
+            hs_server_log(s, c, mark, 1); /* before consume: c->req points into rbuf */
+        hs_conn_consume(c);
+        if (HS_UNLIKELY(alog != NULL) && c->rbuf.len) /* the next pipelined request came with this read */
+            hs_alog_mark_start(alog, c->fd);
         answered = 1;
     }
     /* recv_timeout: the head must complete within recv_ms of its first byte; a body in progress
