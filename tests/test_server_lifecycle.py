@@ -199,6 +199,23 @@ def test_sigterm_finishes_in_flight_request_then_exits_zero(tight: ServerProcess
         socket.create_connection(("127.0.0.1", tight.port), timeout=1).close()
 
 
+def test_connection_accepted_before_sigterm_gets_its_first_request_answered(tight: ServerProcess) -> None:
+    # A client that connected before the stop but whose request arrives just after
+    # it started did nothing wrong: its request is answered (with Connection: close),
+    # not reset as an idle keep-alive connection would be.
+    # (No handler may be running: the loop must be free to start the drain at once.)
+    fresh, fresh_reader = connect(tight.port)
+    with fresh:
+        time.sleep(0.3)  # accepted by the idle loop
+        tight.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the drain has started (well inside the fresh-connection grace)
+        fresh.sendall(get("/"))
+        resp = fresh_reader.response()
+        assert resp.body == b"hi"
+        assert resp.header("connection") == "close"
+    assert tight.wait(timeout=TIMEOUT_BOUND) == 0
+
+
 def test_keyboard_interrupt_in_handler_stops_the_worker(tight: ServerProcess) -> None:
     resp = request(tight.port, get("/interrupt"))
     assert resp.status == 500 and resp.header("connection") == "close"

@@ -227,6 +227,7 @@ static int hs_server_answer(hs_server *s, hs_conn *c)
     int method = hs_method_index(r->method, r->method_len);
     int rc;
     s->stat_requests++;
+    c->flags |= HS_CF_ANSWERED;
     if (method < 0) { /* RFC 9110 15.6.2: a method the server does not implement */
         hs_server_error(s, c, 501);
         return 0;
@@ -462,8 +463,10 @@ static void hs_server_sweep(hs_server *s)
         if (s->draining) {
             /* Idle connections close, but a request the client already sent (unread
              * in the kernel) is in-flight work: it is read and answered (with
-             * Connection: close) by the loop; recv_ms and the drain deadline bound it. */
-            if (!hs_server_input_waiting(c))
+             * Connection: close) by the loop; recv_ms and the drain deadline bound it.
+             * A connection not answered yet gets a grace period for its first request. */
+            int fresh = !(c->flags & HS_CF_ANSWERED) && now - c->last_active_ms < HS_SERVER_DRAIN_FRESH_GRACE_MS;
+            if (!fresh && !hs_server_input_waiting(c))
                 hs_server_close(s, c);
         } else if (now - c->last_active_ms >= s->keepalive_ms) {
             hs_server_close(s, c);

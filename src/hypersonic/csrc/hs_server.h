@@ -31,6 +31,13 @@
 #define HS_SERVER_OUTPUT_HIGH_WATER (1024 * 1024)
 /* How long a connection closed after an error keeps draining input, so the client reads the error. */
 #define HS_SERVER_LINGER_MS 2000
+/*
+ * During a drain, how long a connection that has not sent its first request yet
+ * is kept: its client connected before the stop and its request is usually on
+ * the way (closing it now would fail a client that did nothing wrong). Reused
+ * idle keep-alive connections close at once (RFC 9112 9.3.1: clients expect it).
+ */
+#define HS_SERVER_DRAIN_FRESH_GRACE_MS 1000
 
 /* hs_conn.flags bits owned by the server loop */
 #define HS_CF_ACTIVE 1u       /* slot in use */
@@ -41,6 +48,7 @@
 #define HS_CF_MORE 32u        /* complete requests left unanswered in rbuf (output high water) */
 #define HS_CF_PEER_EOF 64u    /* peer closed its side */
 #define HS_CF_ERROR_CLOSE 128u /* closing after an error response: linger */
+#define HS_CF_ANSWERED 256u  /* at least one request was answered on this connection */
 
 typedef struct hs_server hs_server;
 
