@@ -58,6 +58,8 @@ ACCEPT_BATCH = 64
 TICK_SECONDS = 1.0
 #: After an error response, unread input is discarded for at most this long before closing.
 LINGER_SECONDS = 2.0
+#: A connection not answered yet, during a drain, waits this long for its first request.
+DRAIN_FRESH_GRACE_SECONDS = 1.0
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NOT_FOUND = b"Not Found"
@@ -87,7 +89,8 @@ class _Node:
 
 class _Conn:
     __slots__ = ("sock", "fd", "rbuf", "wbuf", "req", "head", "decoder", "body", "close_after",
-                 "error_close", "linger_until", "started", "last_active", "want_write", "peer_eof")
+                 "error_close", "linger_until", "started", "last_active", "want_write", "peer_eof",
+                 "answered")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -105,6 +108,7 @@ class _Conn:
         self.last_active = now
         self.want_write = False
         self.peer_eof = False
+        self.answered = False  # at least one request answered (HS_CF_ANSWERED)
 
 
 class PyServerModule(ModuleType):
@@ -281,8 +285,16 @@ class PyServerModule(ModuleType):
             self._listener.close()
             self._listener = None
         for conn in list(self._conns.values()):
-            if not conn.started and not conn.wbuf and not conn.rbuf:
+            if self._idle_in_drain(conn):
                 self._close(conn)  # idle keep-alive: nothing in flight
+
+    def _idle_in_drain(self, conn: _Conn) -> bool:
+        """Nothing in flight: close it now that the server drains. A connection not
+        answered yet keeps DRAIN_FRESH_GRACE_SECONDS for its first request
+        (HS_SERVER_DRAIN_FRESH_GRACE_MS: its client connected before the stop)."""
+        if conn.started or conn.wbuf or conn.rbuf:
+            return False
+        return conn.answered or self._now - conn.last_active >= DRAIN_FRESH_GRACE_SECONDS
 
     def _accept(self) -> None:
         assert self._listener is not None
@@ -336,6 +348,9 @@ class PyServerModule(ModuleType):
                 if now - conn.started >= self._recv and not conn.wbuf:
                     self._error(conn, 408)
                     self._flush(conn)
+            elif self._draining:
+                if self._idle_in_drain(conn):
+                    self._close(conn)
             elif not conn.wbuf and now - conn.last_active >= self._keepalive:
                 self._close(conn)
 
@@ -485,6 +500,7 @@ class PyServerModule(ModuleType):
     def _answer(self, conn: _Conn, head: bytes, req: ref.ParsedHead, body: bytes) -> None:
         """hs_server_answer."""
         self._stats["requests"] += 1
+        conn.answered = True
         keep = bool(req.keep_alive) and not self._draining
         minor = req.minor_version
         method = _METHOD_INDEX.get(req.method, -1)
