@@ -94,6 +94,18 @@ def test_max_requests_recycles_workers_without_refusing_a_connection(app_dir: Pa
     assert "max_requests" in log
 
 
+def test_max_requests_is_exact_for_an_unpaced_client(app_dir: Path) -> None:
+    # The native loop reports max_requests itself, in the wakeup that reaches it,
+    # so an unpaced sequential client (one request per wakeup) cannot outrun it.
+    with CliServer(app_dir, "lifeapp:app", "--workers", "1", "--max-requests", "25") as server:
+        for _ in range(60):
+            status, _body = get(server.address, "/pid")
+            assert status == 200
+        wait_for(lambda: "old worker draining" in server.output(), timeout=10)
+        log = server.output()
+    assert "served 25 requests (max_requests 25)" in log, log
+
+
 def test_max_worker_rss_recycles_a_grown_worker(app_dir: Path) -> None:
     with CliServer(app_dir, "lifeapp:app", "--workers", "1", "--max-worker-rss", "150") as server:
         first = get(server.address, "/pid")[1]

@@ -478,10 +478,32 @@ def _start_limit_monitor(app: object, limits: WorkerLimits, status_fd: int) -> N
     The request counter is polled at an interval adapted to the request rate
     (half the time the remaining requests are expected to take, between
     :data:`LIMIT_CHECK_MIN_SECONDS` and :data:`LIMIT_CHECK_INTERVAL_SECONDS`),
-    so a fast worker overshoots ``max_requests`` by little.
+    so a fast worker overshoots ``max_requests`` by little. A native loop instead
+    reports ``max_requests`` itself (``on_request_count``), in the wakeup that reaches
+    it; the thread then watches only ``max_worker_rss``.
     """
     request_limit = limits.request_limit()
     stats = getattr(app, "stats", None)
+    retire_lock = threading.Lock()
+    retired = False
+
+    def retire(reason: str) -> None:
+        nonlocal retired
+        with retire_lock:  # once, whichever limit is passed first
+            if retired:
+                return
+            retired = True
+        _write_status(status_fd, _STATUS_RETIRE + reason.encode()[:STATUS_REASON_MAX_BYTES])
+
+    # The native loop fires a callback in the wakeup in which the counter reaches the
+    # limit: exact, and immune to this thread being starved of the GIL by a busy loop.
+    arm = getattr(getattr(app, "_module", None), "on_request_count", None)
+    if request_limit and callable(arm):
+        limit = request_limit
+        arm(limit, lambda count: retire(f"served {count} requests (max_requests {limit})"))
+        request_limit = 0  # nothing left to poll
+        if not limits.max_worker_rss:
+            return
 
     def served() -> int:
         try:
@@ -509,7 +531,7 @@ def _start_limit_monitor(app: object, limits: WorkerLimits, status_fd: int) -> N
                 if rss is not None and rss > limits.max_worker_rss:
                     reason = f"RSS {rss:.1f} MiB > max_worker_rss {limits.max_worker_rss:g} MiB"
             if reason:
-                _write_status(status_fd, _STATUS_RETIRE + reason.encode()[:STATUS_REASON_MAX_BYTES])
+                retire(reason)
                 return
 
     threading.Thread(target=monitor, name="hypersonic-limits", daemon=True).start()

@@ -79,6 +79,8 @@ static struct {
     PyObject *empty_bytes;
     PyObject *empty_tuple;
     PyObject *pending_exc;          /* BaseException to re-raise when serve() returns */
+    unsigned long long notify_at;   /* on_request_count(): fire notify_cb once requests reach this */
+    PyObject *notify_cb;            /* NULL when nothing is armed */
     int max_connections;
     hs_limits lim;
     int64_t keepalive_ms, recv_ms, drain_ms;
@@ -307,9 +309,25 @@ static int hs_dynamic(hs_server *s, hs_conn *c, int method, const hs_route *rout
     return rc;
 }
 
+/* on_request_count(): call the armed callback once, when the request counter reaches its mark. */
+static void hs_fire_request_count(const hs_server *s)
+{
+    if (HS_LIKELY(g.notify_cb == NULL) || s->stat_requests < g.notify_at)
+        return;
+    PyObject *callback = g.notify_cb;
+    g.notify_cb = NULL; /* once: re-arm by calling on_request_count() again */
+    PyObject *served = PyLong_FromUnsignedLongLong(s->stat_requests);
+    PyObject *result = served ? PyObject_CallOneArg(callback, served) : NULL;
+    Py_XDECREF(served);
+    if (result == NULL)
+        PyErr_WriteUnraisable(callback); /* a failing observer must not stop the loop */
+    Py_XDECREF(result);
+    Py_DECREF(callback);
+}
+
 static int hs_after_wakeup(hs_server *s)
 {
-    (void)s;
+    hs_fire_request_count(s);
     if (PyErr_CheckSignals() < 0) {
         /* A signal handler raised (default SIGINT: KeyboardInterrupt): drain, then re-raise. */
         PyObject *type, *value, *tb;
@@ -584,6 +602,27 @@ static PyObject *hs_py_request_stop(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *hs_py_on_request_count(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long count;
+    PyObject *callback;
+    if (!PyArg_ParseTuple(args, "KO:on_request_count", &count, &callback))
+        return NULL;
+    if (callback != Py_None && !PyCallable_Check(callback)) {
+        PyErr_Format(PyExc_TypeError, "on_request_count() callback must be callable or None, not %.100s",
+                     Py_TYPE(callback)->tp_name);
+        return NULL;
+    }
+    Py_CLEAR(g.notify_cb);
+    if (callback != Py_None) {
+        Py_INCREF(callback);
+        g.notify_cb = callback;
+        g.notify_at = count;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *hs_py_stats(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -621,6 +660,9 @@ static PyMethodDef hs_methods[] = {
     {"serve", hs_py_serve, METH_O, "serve(listen_fd): run the loop until request_stop() and the drain end."},
     {"request_stop", hs_py_request_stop, METH_NOARGS, "Stop accepting, finish in-flight requests, return."},
     {"stats", hs_py_stats, METH_NOARGS, "Counters of the loop (requests, python_calls, connections, ...)."},
+    {"on_request_count", hs_py_on_request_count, METH_VARARGS,
+     "on_request_count(count, callback): call callback(requests) once, from the loop, after the wakeup in "
+     "which the request counter reaches count (checked once per wakeup, not per request); None disarms."},
     {"access_log_stats", hs_py_access_log_stats, METH_NOARGS,
      "Access log counters of this process: enabled, lines, dropped, write_errors."},
     {"backend", hs_py_backend, METH_NOARGS, "The event backend compiled in."},
