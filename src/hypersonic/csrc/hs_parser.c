@@ -392,6 +392,18 @@ static inline int hs_field(hs_fields *f, const char *name, size_t name_len,
 
 /* ---- the request-target (RFC 9112 3.2) ---------------------------------- */
 
+/* The query is what follows the '?' at t[path_end] (none when path_end == n). */
+static void hs_set_query(hs_request *req, const char *t, size_t path_end, size_t n)
+{
+    if (path_end < n) {
+        req->query = t + path_end + 1;
+        req->query_len = n - path_end - 1;
+    } else {
+        req->query = NULL;
+        req->query_len = 0;
+    }
+}
+
 /* Split the target into path and query; 0 or a status code. */
 static int hs_split_target(hs_request *req)
 {
@@ -436,13 +448,7 @@ static int hs_split_target(hs_request *req)
              * second '/' of "://" so the path stays inside the buffer */
             req->path = t + scheme_len - 1;
             req->path_len = 1;
-            if (i < n) {
-                req->query = t + i + 1;
-                req->query_len = n - i - 1;
-            } else {
-                req->query = NULL;
-                req->query_len = 0;
-            }
+            hs_set_query(req, t, i, n);
             return 0;
         }
         path_start = i;
@@ -453,13 +459,7 @@ static int hs_split_target(hs_request *req)
     }
     req->path = t + path_start;
     req->path_len = path_end - path_start;
-    if (path_end < n) {
-        req->query = t + path_end + 1;
-        req->query_len = n - path_end - 1;
-    } else {
-        req->query = NULL;
-        req->query_len = 0;
-    }
+    hs_set_query(req, t, path_end, n);
     return 0;
 }
 
