@@ -344,11 +344,12 @@ class Hypersonic:
             specs.append(spec)
         access_log = _accesslog.resolve_destination(self.access_log)
         access_log_ops = _accesslog.compile_format(self.access_log_format)
-        source = _codegen.generate(specs, self._security_block(), TEXT_PLAIN, APPLICATION_JSON)
+        security_block = self._security_block()
+        source = _codegen.generate(specs, security_block, TEXT_PLAIN, APPLICATION_JSON)
         from ._pyserver import load_server_module
 
         # Native (built or prebuilt), else the pure-Python server (HYPERSONIC_JIT, docs/OPERATIONS.md).
-        module = load_server_module(specs, source, self._security_block(), TEXT_PLAIN, APPLICATION_JSON,
+        module = load_server_module(specs, source, security_block, TEXT_PLAIN, APPLICATION_JSON,
                                     cache_dir=self.cache_dir, defines=_backend_defines())
         self._configuration = dict(
             handlers=tuple(handlers), takes_request=tuple(takes), param_names=tuple(names),
