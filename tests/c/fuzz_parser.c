@@ -9,6 +9,8 @@
  *     the documented statuses; a complete head's every pointer lies inside it;
  *     the prefix one byte shorter than a complete head is PARTIAL; a prefix
  *     (half, all but one byte) is PARTIAL or already the whole input's verdict;
+ *     a complete head's Accept-Encoding fields are negotiated (hs_accept.c)
+ *     while the exact-size copy is alive;
  *  2. decoded as a chunked body (what follows the head when the head is
  *     complete and chunked, else the whole input), once in one call and once
  *     fed in pseudo-random pieces (sizes drawn from a PRNG seeded by the
@@ -17,6 +19,7 @@
  * Any disagreement aborts, which libFuzzer reports as a crash.
  */
 #include "hs_parser.c"
+#include "hs_accept.c"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +71,9 @@ static int parse_copy(const uint8_t *data, size_t len, const hs_limits *lim, hs_
         FUZZ_ASSERT(req->minor_version == 0 || req->minor_version == 1);
         FUZZ_ASSERT(!(req->chunked && req->content_length >= 0));
         FUZZ_ASSERT(req->content_length < 0 || (uint64_t)req->content_length <= lim->max_body);
+        /* Accept-Encoding negotiation reads the parsed fields in place (ASan: no over-read) */
+        int gzip_ok = hs_accept_gzip(req);
+        FUZZ_ASSERT(gzip_ok == 0 || gzip_ok == 1);
     }
     free(copy);
     return rc;
