@@ -7,7 +7,8 @@ The header holds constants only, with the shapes fixed by ``csrc/hs_router.h``:
 
 * ``hs_app_baked``: every static route's whole HTTP response as a writable
   ``char[]`` with the offset of its Date value, which the C loop patches in
-  place once a second (no re-baking);
+  place once a second (no re-baking); a route with a gzip variant
+  (``app.compress()``) has it baked right after its identity response;
 * ``hs_app_routes``/``hs_app_nodes``/``hs_app_children``: the segment trie of
   route patterns, per-method route indexes and each path's ``Allow`` line;
 * ``hs_app_exact``: an open-addressing hash table (FNV-1a, mirrored from
@@ -55,6 +56,9 @@ class RouteSpec:
     baked_head_len: int = 0
     baked_date_off: int = 0
     handler_index: int = -1  # dynamic: index in the handler tuple
+    # static with app.compress(): the gzip response as (bytes, head_len, date_off), baked right
+    # after the identity one (HS_ROUTE_STATIC_GZIP); None: one response for every client
+    gzip_variant: Optional[Tuple[bytes, int, int]] = None
 
 
 def bake_response(status: int, header_block: bytes, body: bytes) -> Tuple[bytes, int, int]:
@@ -136,7 +140,14 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
             baked_rows.append(
                 f"    {{hs_baked_{b}, {len(spec.baked)}u, {spec.baked_head_len}u, {spec.baked_date_off}u}},"
             )
-            route_rows.append(f"    {{HS_ROUTE_STATIC, {b}, -1}}, /* {i}: {spec.method} {spec.pattern} */")
+            kind = "HS_ROUTE_STATIC"
+            if spec.gzip_variant is not None:  # identity at b, gzip at b + 1
+                kind = "HS_ROUTE_STATIC_GZIP"
+                gz, gz_head_len, gz_date_off = spec.gzip_variant
+                out.append(f"/* {spec.method} {spec.pattern}, Content-Encoding: gzip */")
+                out.append(f"static char hs_baked_{b + 1}[] =\n    {c_string(gz)};")
+                baked_rows.append(f"    {{hs_baked_{b + 1}, {len(gz)}u, {gz_head_len}u, {gz_date_off}u}},")
+            route_rows.append(f"    {{{kind}, {b}, -1}}, /* {i}: {spec.method} {spec.pattern} */")
         else:
             route_rows.append(
                 f"    {{HS_ROUTE_DYNAMIC, -1, {spec.handler_index}}}, /* {i}: {spec.method} {spec.pattern} */"

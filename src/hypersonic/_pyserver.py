@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import _socket_ref as ref
 from ._httpdate import http_date
 from ._codegen import DATE_PLACEHOLDER, METHODS, RouteSpec
+from ._compress import request_accepts_gzip
 from ._status import reason_phrase
 
 __all__ = ["PyServerModule", "load_server_module", "JIT_ENV", "BACKEND_NAME"]
@@ -189,6 +190,8 @@ class PyServerModule(ModuleType):
         self._keepalive = cfg["keepalive_ms"] / 1000.0
         self._recv = cfg["recv_ms"] / 1000.0
         self._drain = cfg["drain_ms"] / 1000.0
+        # app.compress(): the tuple hs_compress.c takes (Compression.native_config), or None
+        self._compression: Optional[Tuple[Any, ...]] = cfg.get("compression")
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)
         wake_r, self._wake_w = os.pipe()
@@ -532,15 +535,18 @@ class PyServerModule(ModuleType):
                     spec = self._specs[route_index]
                     if spec.static:
                         self._stats["static_responses"] += 1
-                        self._baked(conn, spec, keep, minor, head_only)
+                        self._baked(conn, spec, req, keep, minor, head_only)
                     else:
                         self._stats["python_calls"] += 1
                         keep = self._dynamic(conn, spec, method, req, head, body, values, keep, head_only)
         if not keep:
             conn.close_after = True
 
-    def _baked(self, conn: _Conn, spec: RouteSpec, keep: bool, minor: int, head_only: bool) -> None:
+    def _baked(self, conn: _Conn, spec: RouteSpec, req: ref.ParsedHead, keep: bool, minor: int,
+               head_only: bool) -> None:
         data, head_len, date_off = spec.baked, spec.baked_head_len, spec.baked_date_off
+        if spec.gzip_variant is not None and request_accepts_gzip(req.headers):  # HS_ROUTE_STATIC_GZIP
+            data, head_len, date_off = spec.gzip_variant
         assert data is not None, "compile() bakes every static route"
         date = self._date_now()
         head = data[:date_off] + date + data[date_off + len(DATE_PLACEHOLDER):head_len]
@@ -561,13 +567,14 @@ class PyServerModule(ModuleType):
                 result = handler(request)
             else:
                 result = handler()
-            conn.wbuf += self._serialise(result, keep, req.minor_version, head_only)
+            conn.wbuf += self._serialise(result, req, keep, req.minor_version, head_only)
             return keep
         except BaseException as exc:  # noqa: B036 - as the C loop: 500/400, stopping exceptions re-raised later
             return self._handler_failed(conn, exc, method, req, keep, head_only)
 
-    def _serialise(self, result: Any, keep: bool, minor: int, head_only: bool) -> bytes:
+    def _serialise(self, result: Any, req: ref.ParsedHead, keep: bool, minor: int, head_only: bool) -> bytes:
         status = 200
+        gz_kind = 0  # hs_compress.c: 0 text, 1 JSON, -1 finalize()
         if type(result) is str:
             block, payload = self._text_block, result.encode("utf-8")
         elif type(result) is bytes:
@@ -576,10 +583,17 @@ class PyServerModule(ModuleType):
             chunks = self._json_encode(result, 0)
             text = chunks if isinstance(chunks, str) else "".join(chunks)
             block, payload = self._json_block, text.encode("utf-8")
+            gz_kind = 1
         else:
-            status, block, payload = self._finalize(result)
+            gz_kind = -1
+            finalized = self._finalize(result)
+            if self._compression is not None:
+                finalized = self._compression[6](finalized, request_accepts_gzip(req.headers))
+            status, block, payload = finalized
             if not 200 <= status <= 599:
                 raise ValueError(f"status {status} out of range")
+        if self._compression is not None and gz_kind >= 0:
+            block, payload = self._gzip_fast(gz_kind, block, payload, req)
         no_content = status in (204, 304)
         out = self._begin(status) + block
         if not no_content:
@@ -588,6 +602,19 @@ class PyServerModule(ModuleType):
         if not head_only and not no_content:
             out += payload
         return out
+
+    def _gzip_fast(self, kind: int, block: bytes, payload: bytes, req: ref.ParsedHead) -> Tuple[bytes, bytes]:
+        """hs_gzip_fast: the precomputed identity/gzip block of a str/bytes/dict/list result."""
+        assert self._compression is not None
+        gzip, min_size = self._compression[0], self._compression[1]
+        identity, gzip_block = self._compression[2 + 2 * kind], self._compression[3 + 2 * kind]
+        if identity is None:
+            return block, payload
+        if len(payload) >= min_size and request_accepts_gzip(req.headers):
+            compressed = gzip(payload)
+            if len(compressed) < len(payload):
+                return gzip_block, compressed
+        return identity, payload
 
     def _handler_failed(self, conn: _Conn, exc: BaseException, method: int, req: ref.ParsedHead, keep: bool,
                         head_only: bool) -> bool:

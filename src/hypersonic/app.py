@@ -21,10 +21,11 @@ import os
 import re
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from . import _accesslog, _codegen
 from ._codegen import METHODS, RouteSpec
+from ._compress import DEFAULT_LEVEL, DEFAULT_MIN_SIZE, DEFAULT_TYPES, Compression
 from .request import BadRequest, Request
 from .response import APPLICATION_JSON, TEXT_PLAIN, _normalize_headers, finalize, json_chunks
 
@@ -172,6 +173,7 @@ class Hypersonic:
         self._routes: Dict[Tuple[str, Tuple[str, ...]], _Route] = {}
         self._module: Optional[ModuleType] = None
         self._configuration: Dict[str, Any] = {}
+        self._compression: Optional[Compression] = None
 
     @staticmethod
     def _merge_security_headers(
@@ -291,6 +293,23 @@ class Hypersonic:
         """Register an OPTIONS route (overrides the automatic Allow answer)."""
         return self.route("OPTIONS", path, handler, dynamic=dynamic)
 
+    def compress(self, min_size: int = DEFAULT_MIN_SIZE, level: int = DEFAULT_LEVEL,
+                 types: Iterable[str] = DEFAULT_TYPES) -> None:
+        """Gzip responses for clients whose Accept-Encoding allows it (docs/COMPRESSION.md).
+
+        min_size: bodies shorter than this many bytes are sent as they are.
+        level: zlib level, 1 (fastest) to 9 (smallest).
+        types: media types to compress ("text/html", "text/*",
+            "application/*+json"); matched on the Content-Type without parameters.
+        Every response of a compressible type gets ``Vary: Accept-Encoding``.
+        Static routes get their gzip variant baked at compile(). Calling it
+        again replaces the settings. Raises TypeError/ValueError naming a bad
+        argument, RuntimeError after compile().
+        """
+        if self._module is not None:
+            raise RuntimeError("compress() must be called before compile()")
+        self._compression = Compression(min_size=min_size, level=level, types=types)
+
     # -- compile ----------------------------------------------------------------
     @property
     def compiled(self) -> bool:
@@ -340,7 +359,11 @@ class Hypersonic:
                     status, block, body = finalize(result, self.security_headers)
                 except (TypeError, ValueError) as exc:
                     raise type(exc)(f"static handler for {route.method} {route.path}: {exc}") from None
-                spec.baked, spec.baked_head_len, spec.baked_date_off = _codegen.bake_response(status, block, body)
+                if self._compression is None:
+                    spec.baked, spec.baked_head_len, spec.baked_date_off = _codegen.bake_response(status, block, body)
+                else:  # identity (+ Vary) and, when worth it, a gzip variant
+                    identity, spec.gzip_variant = self._compression.bake(status, block, body)
+                    spec.baked, spec.baked_head_len, spec.baked_date_off = identity
             specs.append(spec)
         access_log = _accesslog.resolve_destination(self.access_log)
         access_log_ops = _accesslog.compile_format(self.access_log_format)
@@ -358,6 +381,9 @@ class Hypersonic:
             max_body=self.max_request_size, keepalive_ms=int(self.keepalive_timeout * 1000),
             recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
             access_log=access_log, access_log_ops=access_log_ops,
+            compression=None if self._compression is None else self._compression.native_config(
+                f"Content-Type: {TEXT_PLAIN}\r\n".encode("latin-1") + security_block,
+                f"Content-Type: {APPLICATION_JSON}\r\n".encode("latin-1") + security_block),
         )
         if access_log is not None and not hasattr(module, "access_log_stats"):
             log.warning("access_log is not written by the pure-Python fallback server; install a C compiler")

@@ -49,9 +49,12 @@ typedef struct hs_baked {
 
 #define HS_ROUTE_STATIC 0
 #define HS_ROUTE_DYNAMIC 1
+/* Static with a gzip variant (app.compress()): baked[baked] is the identity
+ * response, baked[baked + 1] the gzip one; the request's Accept-Encoding picks. */
+#define HS_ROUTE_STATIC_GZIP 2
 
 typedef struct hs_route {
-    int kind;           /* HS_ROUTE_STATIC or HS_ROUTE_DYNAMIC */
+    int kind;           /* HS_ROUTE_STATIC, HS_ROUTE_DYNAMIC or HS_ROUTE_STATIC_GZIP */
     int baked;          /* static: index into the baked table */
     int handler;        /* dynamic: index into the Python handler table */
 } hs_route;

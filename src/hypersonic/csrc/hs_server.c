@@ -3,7 +3,7 @@
  *
  * Must be included after the generated hs_app.h (route table, baked responses,
  * status lines, security header blocks) and after hs_parser.c, hs_conn.c,
- * hs_net.c, hs_event.c, hs_router.c, hs_date.c and hs_response.c.
+ * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c and hs_accept.c.
  *
  * Theory of operation. One wait returns up to HS_SERVER_EVENT_BATCH ready
  * descriptors; each gets exactly one treatment:
@@ -18,7 +18,9 @@
  *    only (backpressure: no more reading, so no more queued output) and back
  *    to reads once the queue is empty. This is the only epoll_ctl after accept.
  * Static routes are answered by copying baked bytes (no Python, no allocation:
- * the write queue keeps its capacity). Dynamic routes go to s->dynamic.
+ * the write queue keeps its capacity); a static route with a gzip variant
+ * (HS_ROUTE_STATIC_GZIP) first reads Accept-Encoding (hs_accept.c), the only
+ * header scan on a static route. Dynamic routes go to s->dynamic.
  * Once a second (when the wall-clock second changes) the Date value is
  * re-formatted, patched into every baked response, and every connection is
  * checked for timeouts: idle keep-alive (keepalive_ms), a request not complete
@@ -41,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hs_accept.h"
 #include "hs_event.h"
 #include "hs_net.h"
 #include "hs_server.h"
@@ -268,6 +271,10 @@ static int hs_server_answer(hs_server *s, hs_conn *c)
     if (HS_LIKELY(route->kind == HS_ROUTE_STATIC)) {
         s->stat_static++;
         rc = hs_server_queue_baked(c, &s->baked[route->baked], keep, r->minor_version, head_only);
+    } else if (route->kind == HS_ROUTE_STATIC_GZIP) { /* identity at baked, gzip at baked + 1 */
+        s->stat_static++;
+        rc = hs_server_queue_baked(c, &s->baked[route->baked + hs_accept_gzip(r)], keep, r->minor_version,
+                                   head_only);
     } else {
         s->stat_python_calls++;
         rc = s->dynamic(s, c, method, route, params, nparams, head_only, keep);

@@ -20,6 +20,7 @@
  *  - the access log (hs_accesslog.c): configure() takes the destination and
  *    the compiled format, serve() opens the file (O_APPEND, once per worker)
  *    and closes it, flushed, when the loop returns; access_log_stats();
+ *  - gzip of dynamic responses (hs_compress.c) when configure() gets compression;
  *  - serve(fd), request_stop(), stats(), backend().
  * One server per process (module state is global): a worker serves one app.
  */
@@ -34,6 +35,7 @@
 #include "hs_pymodule.h"
 
 #include "hs_parser.c"
+#include "hs_accept.c"
 #include "hs_conn.c"
 #include "hs_net.c"
 #include "hs_event.c"
@@ -44,6 +46,7 @@
 #include "hs_date.c"
 #include "hs_response.c"
 #include "hs_accesslog.c"
+#include "hs_compress.c"
 
 #define HS_BLOCKING_BEGIN Py_BEGIN_ALLOW_THREADS
 #define HS_BLOCKING_END Py_END_ALLOW_THREADS
@@ -89,6 +92,7 @@ static struct {
     int alog_nops;
     PyObject *alog_args;            /* tuple of the op arguments (bytes), kept alive for alog_ops */
     hs_alog alog;
+    hs_gzip_cfg gz;                 /* app.compress(); gz.gzip NULL: off */
     hs_server server;
 } g;
 
@@ -220,6 +224,7 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
     Py_ssize_t body_len;
     long status = 200;
     PyObject *tmp = NULL;
+    int gz_kind = HS_GZ_TEXT;
     if (PyUnicode_CheckExact(result)) {
         body = PyUnicode_AsUTF8AndSize(result, &body_len);
         if (!body)
@@ -251,8 +256,15 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
         }
         block = hs_app_json_block;
         block_len = sizeof(hs_app_json_block) - 1;
+        gz_kind = HS_GZ_JSON;
     } else {
+        gz_kind = -1;
         tmp = PyObject_Vectorcall(g.finalize, &result, 1, NULL);
+        if (tmp && g.gz.gzip) { /* app.compress(): Python decides from the finalized fields */
+            PyObject *adjusted = hs_gzip_adjust(&g.gz, tmp, &c->req);
+            Py_DECREF(tmp);
+            tmp = adjusted;
+        }
         if (!tmp)
             return -2;
         if (!PyTuple_Check(tmp) || PyTuple_GET_SIZE(tmp) != 3 || !PyLong_Check(PyTuple_GET_ITEM(tmp, 0)) ||
@@ -272,6 +284,12 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
         body = PyBytes_AS_STRING(PyTuple_GET_ITEM(tmp, 2));
         body_len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(tmp, 2));
     }
+    PyObject *gz_body = NULL; /* owns body when it was compressed here */
+    if (g.gz.gzip && gz_kind >= 0 &&
+        hs_gzip_fast(&g.gz, gz_kind, &c->req, &block, &block_len, &body, &body_len, &gz_body) < 0) {
+        Py_XDECREF(tmp);
+        return -2;
+    }
     int no_content = status == 204 || status == 304;
     int rc = 0;
     if (hs_resp_begin(c, (int)status, s->date) < 0 || hs_conn_queue(c, block, block_len) < 0 ||
@@ -279,6 +297,7 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
         hs_resp_connection(c, keep, c->req.minor_version) < 0 || hs_conn_queue(c, "\r\n", 2) < 0 ||
         (!head_only && !no_content && body_len && hs_conn_queue(c, body, (size_t)body_len) < 0))
         rc = -1;
+    Py_XDECREF(gz_body);
     Py_XDECREF(tmp);
     return rc;
 }
@@ -451,16 +470,16 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     (void)self;
     static char *kwlist[] = {"handlers", "takes_request", "param_names", "request_type", "bad_request",
                              "json_encode", "finalize", "on_error", "max_connections", "max_body",
-                             "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", NULL};
+                             "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", "compression", NULL};
     PyObject *handlers, *takes, *names, *rtype, *bad, *enc, *fin, *onerr;
-    PyObject *alog_path = Py_None, *alog_ops = NULL;
+    PyObject *alog_path = Py_None, *alog_ops = NULL, *compression = Py_None;
     int max_connections;
     unsigned long long max_body;
     long long keepalive_ms, recv_ms, drain_ms;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OO", kwlist, &PyTuple_Type, &handlers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOO", kwlist, &PyTuple_Type, &handlers,
                                      &PyTuple_Type, &takes, &PyTuple_Type, &names, &PyType_Type, &rtype, &bad,
                                      &enc, &fin, &onerr, &max_connections, &max_body, &keepalive_ms, &recv_ms,
-                                     &drain_ms, &alog_path, &alog_ops))
+                                     &drain_ms, &alog_path, &alog_ops, &compression))
         return NULL;
     if (alog_path != Py_None && !PyUnicode_Check(alog_path)) {
         PyErr_SetString(PyExc_TypeError, "access_log must be a str path, \"-\" (stdout) or None");
@@ -481,7 +500,7 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
         PyErr_SetString(PyExc_ValueError, "limits must be positive");
         return NULL;
     }
-    if (hs_slot_offsets((PyTypeObject *)rtype) < 0)
+    if (hs_slot_offsets((PyTypeObject *)rtype) < 0 || hs_gzip_configure(&g.gz, compression) < 0)
         return NULL;
     char *flags = (char *)PyMem_Malloc(n ? (size_t)n : 1);
     if (!flags)
@@ -656,7 +675,8 @@ static PyObject *hs_py_backend(PyObject *self, PyObject *unused)
 static PyMethodDef hs_methods[] = {
     {"configure", (PyCFunction)(void (*)(void))hs_py_configure, METH_VARARGS | METH_KEYWORDS,
      "configure(handlers, takes_request, param_names, request_type, bad_request, json_encode, finalize, "
-     "on_error, max_connections, max_body, keepalive_ms, recv_ms, drain_ms, access_log=None, access_log_ops=None)"},
+     "on_error, max_connections, max_body, keepalive_ms, recv_ms, drain_ms, access_log=None, access_log_ops=None, "
+     "compression=None)"},
     {"serve", hs_py_serve, METH_O, "serve(listen_fd): run the loop until request_stop() and the drain end."},
     {"request_stop", hs_py_request_stop, METH_NOARGS, "Stop accepting, finish in-flight requests, return."},
     {"stats", hs_py_stats, METH_NOARGS, "Counters of the loop (requests, python_calls, connections, ...)."},
