@@ -26,6 +26,8 @@ app = Hypersonic()
 app.get("/static", lambda: "baked")
 app.get("/users/:id", lambda req: req.param("id"))
 app.post("/echo", lambda req: req.body)
+app.get("/gzip", lambda: "a baked gzip variant " * 100)  # HS_ROUTE_STATIC_GZIP in the generated table
+app.compress()
 app.compile()
 print("built")
 """
