@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -249,8 +250,10 @@ def test_httpx_decodes_transparently(server: ServerProcess) -> None:
 @pytest.mark.parametrize("path", ["/static/big", "/dyn/text", "/dyn/dict"])
 def test_curl_compressed(server: ServerProcess, path: str, tmp_path: Path) -> None:
     headers = tmp_path / "headers.txt"
+    # curl is not instrumented: no preloaded sanitizer runtime (tests/sanitize.sh sets LD_PRELOAD)
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")}
     res = subprocess.run(["curl", "-sS", "--compressed", "--max-time", "10", "-D", str(headers),
-                          server.url + path], capture_output=True, timeout=30, check=True)
+                          server.url + path], capture_output=True, timeout=30, check=True, env=env)
     assert res.stdout == EXPECTED[path]
     assert "content-encoding: gzip" in headers.read_text().lower()
 
