@@ -5,8 +5,15 @@
  * hypersonic._encoding step by step: members split on ',', the coding before
  * the first ';', parameters split on ';', every piece trimmed of SP/HTAB.
  */
+#include <string.h>
+
 #include "hs_accept.h"
 
+/* Length of "accept-encoding", and the index of the 'E' of "Encoding" (an 'L' in Accept-Language). */
+#define HS_ACCEPT_FIELD_LEN (sizeof("accept-encoding") - 1)
+#define HS_ACCEPT_FIELD_TELL 7
+/* The bit that differs between an ASCII letter's cases. */
+#define HS_ACCEPT_ASCII_CASE 0x20
 /* Longest qvalue text: "0.000". */
 #define HS_ACCEPT_QVALUE_MAX_LEN 5
 /* Thousandths per decimal digit after the point. */
@@ -29,9 +36,8 @@ static void hs_accept_trim(const char **start, const char **end)
 /* First occurrence of ch in [p, end), or end. */
 static const char *hs_accept_find(const char *p, const char *end, char ch)
 {
-    while (p < end && *p != ch)
-        p++;
-    return p;
+    const char *hit = p < end ? (const char *)memchr(p, ch, (size_t)(end - p)) : NULL;
+    return hit ? hit : end;
 }
 
 /* The q of qvalue text v[0..n) (already trimmed), or HS_ACCEPT_Q_NONE. */
@@ -91,7 +97,8 @@ HS_API void hs_accept_feed(hs_accept_scan *scan, const char *value, size_t len)
         const char *params = name_end < member_end ? name_end + 1 : member_end;
         hs_accept_trim(&name, &name_end);
         size_t name_len = (size_t)(name_end - name);
-        int is_gzip = name_len && (hs_token_eq(name, name_len, "gzip") || hs_token_eq(name, name_len, "x-gzip"));
+        int is_gzip = (name_len == sizeof("gzip") - 1 && hs_token_eq(name, name_len, "gzip")) ||
+                      (name_len == sizeof("x-gzip") - 1 && hs_token_eq(name, name_len, "x-gzip"));
         int is_star = name_len == 1 && *name == '*';
         if (is_gzip || is_star) {
             int q = hs_accept_qvalue(params, (size_t)(member_end - params));
@@ -120,7 +127,9 @@ HS_API int hs_accept_gzip(const hs_request *r)
     hs_accept_begin(&scan);
     for (size_t i = 0; i < r->num_headers; i++) {
         const hs_header *h = &r->headers[i];
-        if (h->name_len == sizeof("accept-encoding") - 1 && hs_token_eq(h->name, h->name_len, "accept-encoding")) {
+        /* length, then the byte that tells it from Accept-Language, then the whole name */
+        if (h->name_len == HS_ACCEPT_FIELD_LEN && (h->name[HS_ACCEPT_FIELD_TELL] | HS_ACCEPT_ASCII_CASE) == 'e' &&
+            hs_token_eq(h->name, h->name_len, "accept-encoding")) {
             hs_accept_feed(&scan, h->value, h->value_len);
             seen = 1;
         }
