@@ -5,8 +5,6 @@
  * hypersonic._encoding step by step: members split on ',', the coding before
  * the first ';', parameters split on ';', every piece trimmed of SP/HTAB.
  */
-#include <string.h>
-
 #include "hs_accept.h"
 
 /* Length of "accept-encoding", and the index of the 'E' of "Encoding" (an 'L' in Accept-Language). */
@@ -36,8 +34,9 @@ static void hs_accept_trim(const char **start, const char **end)
 /* First occurrence of ch in [p, end), or end. */
 static const char *hs_accept_find(const char *p, const char *end, char ch)
 {
-    const char *hit = p < end ? (const char *)memchr(p, ch, (size_t)(end - p)) : NULL;
-    return hit ? hit : end;
+    while (p < end && *p != ch)
+        p++;
+    return p;
 }
 
 /* The q of qvalue text v[0..n) (already trimmed), or HS_ACCEPT_Q_NONE. */
@@ -92,16 +91,24 @@ HS_API void hs_accept_feed(hs_accept_scan *scan, const char *value, size_t len)
 {
     const char *p = value, *end = value + len;
     for (;;) {
-        const char *member_end = hs_accept_find(p, end, ',');
-        const char *name = p, *name_end = hs_accept_find(p, member_end, ';');
-        const char *params = name_end < member_end ? name_end + 1 : member_end;
+        /* one pass over the member: its end (',') and the end of its coding (the first ';') */
+        const char *member_end = p, *name_end = NULL;
+        while (member_end < end && *member_end != ',') {
+            if (*member_end == ';' && name_end == NULL)
+                name_end = member_end;
+            member_end++;
+        }
+        const char *params = name_end ? name_end + 1 : member_end;
+        const char *name = p;
+        if (name_end == NULL)
+            name_end = member_end;
         hs_accept_trim(&name, &name_end);
         size_t name_len = (size_t)(name_end - name);
         int is_gzip = (name_len == sizeof("gzip") - 1 && hs_token_eq(name, name_len, "gzip")) ||
                       (name_len == sizeof("x-gzip") - 1 && hs_token_eq(name, name_len, "x-gzip"));
         int is_star = name_len == 1 && *name == '*';
         if (is_gzip || is_star) {
-            int q = hs_accept_qvalue(params, (size_t)(member_end - params));
+            int q = params == member_end ? HS_ACCEPT_Q_ONE : hs_accept_qvalue(params, (size_t)(member_end - params));
             if (q != HS_ACCEPT_Q_NONE && is_gzip && q > scan->gzip_q)
                 scan->gzip_q = q;
             else if (q != HS_ACCEPT_Q_NONE && is_star)
