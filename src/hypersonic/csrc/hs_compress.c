@@ -16,27 +16,34 @@
  */
 #include "hs_accept.h"
 
-typedef struct hs_gzip_cfg {
-    PyObject *gzip;           /* NULL: compression off */
-    Py_ssize_t min_size;      /* smaller bodies are sent as they are */
-    PyObject *blocks[2][2];   /* [HS_GZ_TEXT / HS_GZ_JSON][identity, gzip]: bytes, or NULL */
-    PyObject *adjust;
-} hs_gzip_cfg;
-
 /* Index of blocks[] by result kind. */
 #define HS_GZ_TEXT 0
 #define HS_GZ_JSON 1
-/* Items of the configure() tuple. */
+/* Result kinds with precomputed blocks, and blocks per kind (identity, gzip). */
+#define HS_GZ_KINDS 2
+#define HS_GZ_VARIANTS 2
+#define HS_GZ_IDENTITY 0
+#define HS_GZ_GZIP 1
+/* The configure() tuple: gzip, min_size, the HS_GZ_KINDS x HS_GZ_VARIANTS blocks from item 2 on, adjust. */
 #define HS_GZ_CONFIG_ITEMS 7
+#define HS_GZ_FIRST_BLOCK_ITEM 2
+#define HS_GZ_ADJUST_ITEM 6
+
+typedef struct hs_gzip_cfg {
+    PyObject *gzip;           /* NULL: compression off */
+    Py_ssize_t min_size;      /* smaller bodies are sent as they are */
+    PyObject *blocks[HS_GZ_KINDS][HS_GZ_VARIANTS]; /* [HS_GZ_TEXT / HS_GZ_JSON][identity, gzip]: bytes or NULL */
+    PyObject *adjust;
+} hs_gzip_cfg;
 
 /* Drop every reference: compression off. */
 HS_API void hs_gzip_clear(hs_gzip_cfg *cfg)
 {
     Py_CLEAR(cfg->gzip);
     Py_CLEAR(cfg->adjust);
-    for (int kind = 0; kind < 2; kind++) {
-        Py_CLEAR(cfg->blocks[kind][0]);
-        Py_CLEAR(cfg->blocks[kind][1]);
+    for (int kind = 0; kind < HS_GZ_KINDS; kind++) {
+        for (int variant = 0; variant < HS_GZ_VARIANTS; variant++)
+            Py_CLEAR(cfg->blocks[kind][variant]);
     }
     cfg->min_size = 0;
 }
@@ -72,7 +79,7 @@ HS_API int hs_gzip_configure(hs_gzip_cfg *cfg, PyObject *spec)
         return -1;
     }
     PyObject *gzip = PyTuple_GET_ITEM(spec, 0);
-    PyObject *adjust = PyTuple_GET_ITEM(spec, 6);
+    PyObject *adjust = PyTuple_GET_ITEM(spec, HS_GZ_ADJUST_ITEM);
     if (!PyCallable_Check(gzip) || !PyCallable_Check(adjust)) {
         PyErr_SetString(PyExc_TypeError, "compression: gzip and adjust must be callable");
         return -1;
@@ -84,11 +91,12 @@ HS_API int hs_gzip_configure(hs_gzip_cfg *cfg, PyObject *spec)
         PyErr_SetString(PyExc_ValueError, "compression: min_size must be >= 0");
         return -1;
     }
-    PyObject *blocks[2][2];
-    for (int i = 0; i < 4; i++) {
-        if (hs_gzip_block_item(PyTuple_GET_ITEM(spec, 2 + i), &blocks[i / 2][i % 2]) < 0) {
+    PyObject *blocks[HS_GZ_KINDS][HS_GZ_VARIANTS];
+    for (int i = 0; i < HS_GZ_KINDS * HS_GZ_VARIANTS; i++) {
+        PyObject *item = PyTuple_GET_ITEM(spec, HS_GZ_FIRST_BLOCK_ITEM + i);
+        if (hs_gzip_block_item(item, &blocks[i / HS_GZ_VARIANTS][i % HS_GZ_VARIANTS]) < 0) {
             for (int j = 0; j < i; j++)
-                Py_XDECREF(blocks[j / 2][j % 2]);
+                Py_XDECREF(blocks[j / HS_GZ_VARIANTS][j % HS_GZ_VARIANTS]);
             return -1;
         }
     }
@@ -114,7 +122,7 @@ HS_API int hs_gzip_fast(const hs_gzip_cfg *cfg, int kind, const hs_request *r, c
                         size_t *block_len, const char **body, Py_ssize_t *body_len, PyObject **owner)
 {
     *owner = NULL;
-    PyObject *identity = cfg->blocks[kind][0];
+    PyObject *identity = cfg->blocks[kind][HS_GZ_IDENTITY];
     if (identity == NULL)
         return 0;
     PyObject *chosen = identity;
@@ -132,7 +140,7 @@ HS_API int hs_gzip_fast(const hs_gzip_cfg *cfg, int kind, const hs_request *r, c
             return -1;
         }
         if (PyBytes_GET_SIZE(compressed) < *body_len) {
-            chosen = cfg->blocks[kind][1];
+            chosen = cfg->blocks[kind][HS_GZ_GZIP];
             *body = PyBytes_AS_STRING(compressed);
             *body_len = PyBytes_GET_SIZE(compressed);
             *owner = compressed;
