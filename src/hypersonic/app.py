@@ -63,6 +63,7 @@ class _Route:
     handler: Handler
     takes_request: bool
     dynamic: bool
+    streaming: bool = False
 
 
 def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -79,6 +80,18 @@ def _positive_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return value
+
+
+def _check_streaming_handler(handler: Handler) -> None:
+    """A streaming handler is called as handler(req, stream): it must accept two positional arguments."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # not introspectable: trust it
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise TypeError(f"streaming handler {handler!r} must take (req, stream)") from None
 
 
 def _takes_request(handler: Handler) -> bool:
@@ -196,8 +209,13 @@ class Hypersonic:
             raise ValueError(f"security_headers: {exc}") from None
 
     # -- registration ----------------------------------------------------------
-    def route(self, method: str, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def route(self, method: str, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+              streaming: bool = False) -> Any:
         """Register ``handler`` for ``method`` and ``path``; without handler, return a decorator.
+
+        streaming=True: the handler is called as ``handler(req, stream)`` in its
+        own thread and writes the response through ``stream``
+        (:class:`hypersonic.stream.Stream`, docs/STREAMING.md).
 
         Raises ValueError (bad or duplicate path, unknown method), TypeError
         (handler not callable, or with an unusable signature) and RuntimeError
@@ -210,13 +228,15 @@ class Hypersonic:
             raise RuntimeError("routes cannot be added after compile()")
         if not isinstance(dynamic, bool):
             raise TypeError(f"dynamic must be a bool, not {type(dynamic).__name__}")
+        if not isinstance(streaming, bool):
+            raise TypeError(f"streaming must be a bool, not {type(streaming).__name__}")
         segments, names = self._parse_path(path)
         if handler is None:
             def decorator(fn: H) -> H:
-                self._add(method, path, segments, names, fn, dynamic)
+                self._add(method, path, segments, names, fn, dynamic, streaming)
                 return fn
             return decorator
-        self._add(method, path, segments, names, handler, dynamic)
+        self._add(method, path, segments, names, handler, dynamic, streaming)
         return handler
 
     @staticmethod
@@ -246,10 +266,12 @@ class Hypersonic:
         return segments, tuple(names)
 
     def _add(self, method: str, path: str, segments: Tuple[str, ...], names: Tuple[str, ...],
-             handler: Any, dynamic: bool) -> None:
+             handler: Any, dynamic: bool, streaming: bool = False) -> None:
         if not callable(handler):
             raise TypeError(f"handler for {method} {path} must be callable, not {type(handler).__name__}")
-        takes_request = _takes_request(handler)
+        if streaming:
+            _check_streaming_handler(handler)
+        takes_request = True if streaming else _takes_request(handler)
         shape = tuple(":" if s.startswith(":") else s for s in segments)
         key = (method, shape)
         if key in self._routes:
@@ -261,35 +283,42 @@ class Hypersonic:
                 "give it a 'req' parameter"
             )
         self._routes[key] = _Route(method, path, segments, names, handler, takes_request,
-                                   dynamic or takes_request)
+                                   dynamic or takes_request, streaming)
 
-    def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+            streaming: bool = False) -> Any:
         """Register a GET route (also answers HEAD); usable as a decorator."""
-        return self.route("GET", path, handler, dynamic=dynamic)
+        return self.route("GET", path, handler, dynamic=dynamic, streaming=streaming)
 
-    def post(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def post(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+             streaming: bool = False) -> Any:
         """Register a POST route; usable as a decorator."""
-        return self.route("POST", path, handler, dynamic=dynamic)
+        return self.route("POST", path, handler, dynamic=dynamic, streaming=streaming)
 
-    def put(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def put(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+            streaming: bool = False) -> Any:
         """Register a PUT route; usable as a decorator."""
-        return self.route("PUT", path, handler, dynamic=dynamic)
+        return self.route("PUT", path, handler, dynamic=dynamic, streaming=streaming)
 
-    def delete(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def delete(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+               streaming: bool = False) -> Any:
         """Register a DELETE route; usable as a decorator."""
-        return self.route("DELETE", path, handler, dynamic=dynamic)
+        return self.route("DELETE", path, handler, dynamic=dynamic, streaming=streaming)
 
-    def patch(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def patch(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+              streaming: bool = False) -> Any:
         """Register a PATCH route; usable as a decorator."""
-        return self.route("PATCH", path, handler, dynamic=dynamic)
+        return self.route("PATCH", path, handler, dynamic=dynamic, streaming=streaming)
 
-    def head(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def head(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+             streaming: bool = False) -> Any:
         """Register a HEAD route (overrides the automatic HEAD of a GET route)."""
-        return self.route("HEAD", path, handler, dynamic=dynamic)
+        return self.route("HEAD", path, handler, dynamic=dynamic, streaming=streaming)
 
-    def options(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def options(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+                streaming: bool = False) -> Any:
         """Register an OPTIONS route (overrides the automatic Allow answer)."""
-        return self.route("OPTIONS", path, handler, dynamic=dynamic)
+        return self.route("OPTIONS", path, handler, dynamic=dynamic, streaming=streaming)
 
     # -- compile ----------------------------------------------------------------
     @property
@@ -322,6 +351,7 @@ class Hypersonic:
         handlers: List[Handler] = []
         takes: List[bool] = []
         names: List[Tuple[str, ...]] = []
+        streaming: List[bool] = []
         for route in self._routes.values():
             spec = RouteSpec(method=route.method, pattern=route.path, segments=route.segments, static=not route.dynamic)
             if route.dynamic:
@@ -329,6 +359,7 @@ class Hypersonic:
                 handlers.append(route.handler)
                 takes.append(route.takes_request)
                 names.append(route.param_names)
+                streaming.append(route.streaming)
             else:
                 result = route.handler()
                 if result is None:
@@ -359,6 +390,13 @@ class Hypersonic:
             recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
             access_log=access_log, access_log_ops=access_log_ops,
         )
+        if any(streaming):
+            from .stream import StreamStarter
+
+            self._configuration.update(
+                streaming=tuple(streaming),
+                start_stream=StreamStarter(module, handlers, self.security_headers, self._on_handler_error,
+                                           BadRequest))
         if access_log is not None and not hasattr(module, "access_log_stats"):
             log.warning("access_log is not written by the pure-Python fallback server; install a C compiler")
         module.configure(**self._configuration)
