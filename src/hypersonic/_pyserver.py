@@ -795,6 +795,10 @@ class PyServerModule(ModuleType):
                     rec.out.clear()
                     aborted = rec.state == _STREAM_ABORTED
                 if aborted:
+                    try:
+                        conn.sock.send(conn.wbuf)  # what the socket takes at once; then cut
+                    except OSError:
+                        pass
                     self._close(conn)
                 else:
                     self._flush(conn)

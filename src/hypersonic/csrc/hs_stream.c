@@ -20,7 +20,7 @@
  *  - the stream ended and everything is written: the flag is cleared and the
  *    loop treats the connection as after any response (keep-alive: next
  *    pipelined request; or close);
- *  - aborted, the client left (EOF, error), a stalled writer, or the server
+ *  - aborted (what the socket takes at once is still sent), the client left (EOF, error), a stalled writer, or the server
  *    stopped: the connection closes and notify(HS_STREAM_EV_CLOSED).
  * A (fd, serial) pair names a stream; a writer holding the pair of a stream
  * whose connection closed (the fd maybe reused since) gets -1, never the new
@@ -172,8 +172,10 @@ static void hs_stream_on_wake(hs_server *s)
         hs_conn *c = hs_conns_get(&s->conns, fd, 0);
         if (!c || (c->flags & (HS_CF_ACTIVE | HS_CF_STREAMING)) != (HS_CF_ACTIVE | HS_CF_STREAMING))
             continue;
-        if (rec->state == HS_STREAM_ABORTED)
+        if (rec->state == HS_STREAM_ABORTED) {
+            (void)hs_conn_flush(c); /* what the socket takes now of what was written; then cut */
             hs_server_close(s, c);
+        }
         else
             hs_server_flush_more(s, c);
     }
