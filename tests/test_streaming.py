@@ -406,3 +406,32 @@ def test_streaming_kwarg_is_validated():
         app.get("/b", lambda req: None, streaming=True)
     app.get("/c", lambda req, stream: None, streaming=True)
     assert app.route_counts() == (0, 1)
+
+
+SHORT_TIMEOUTS_APP = APP.replace("app = Hypersonic(drain_timeout=1)",
+                                 "app = Hypersonic(drain_timeout=1, keepalive_timeout=1, recv_timeout=1)") + r'''
+@app.get("/pause", streaming=True)
+def pause(req, stream):
+    stream.write("a")
+    time.sleep(2.5)
+    stream.write("b")
+'''
+
+
+@pytest.mark.parametrize("which", SERVERS)
+def test_streams_are_not_idle_closed_but_a_stalled_reader_is(tmp_path_factory, which):
+    proc, state = serve(SHORT_TIMEOUTS_APP, tmp_path_factory, which, "short")
+    try:
+        # Quiet for longer than keepalive_timeout: still open (a stream is not an idle connection).
+        with connect(proc.port) as sock:
+            reader = H11Reader(sock)
+            reader.send("GET", "/pause")
+            resp, body = reader.response()
+        assert body == b"ab"
+        # A reader that takes nothing: closed after the stall timeout; the blocked write() raises.
+        sock = connect(proc.port, rcvbuf=64 * 1024)
+        sock.sendall(request_bytes("/big?tag=stall&mb=64"))
+        assert wait_for(lambda: read_state(state, "big-stall-end").startswith("closed after"))
+        sock.close()
+    finally:
+        proc.stop()

@@ -26,6 +26,14 @@
  * A connection closed after an error first shuts down its write side and
  * discards input for up to HS_SERVER_LINGER_MS, so the client reads the error
  * response instead of a reset.
+ * Streaming (HS_CF_STREAMING, set by the embedder's dynamic callback): the
+ * response is written by another thread through the embedder, which queues on
+ * the write queue and makes s->wake_fd readable; on_wake flushes. While a
+ * connection streams, no request behind it is answered (its input waits, at
+ * most HS_SERVER_STREAM_INPUT_MAX), EOF means the client left, no idle or
+ * recv timeout applies (a stalled write still closes it), and the close hook
+ * tells the writer. on_stream_flushed clears the flag once the stream ended
+ * and its bytes are written; the connection then goes on as after any answer.
  * Access log (s->alog, off by default): the write queue's length is noted
  * before each answer; afterwards the bytes queued since are the response, and
  * hs_alog_line reads status and sizes from them. A request that failed to parse
