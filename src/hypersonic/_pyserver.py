@@ -226,7 +226,7 @@ class PyServerModule(ModuleType):
         self._recv = cfg["recv_ms"] / 1000.0
         self._drain = cfg["drain_ms"] / 1000.0
         self._streaming = cfg.get("streaming") or ()
-        self._start_stream = cfg.get("start_stream")
+        self._start_stream: Callable[..., Any] = cfg.get("start_stream") or _no_stream_starter
         listener = socket.socket(fileno=listen_fd)
         listener.setblocking(False)
         wake_r, self._wake_w = os.pipe()
@@ -841,6 +841,10 @@ class PyServerModule(ModuleType):
             notify(event)
         except Exception:  # noqa: BLE001 - as PyErr_WriteUnraisable: the loop goes on
             log.exception("stream notify failed")
+
+
+def _no_stream_starter(*_args: Any) -> Callable[[int], None]:
+    raise RuntimeError("a streaming route was configured without start_stream")
 
 
 def _native_demanded() -> bool:
