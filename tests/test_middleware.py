@@ -549,3 +549,37 @@ def test_static_route_counts_become_dynamic_only_when_hooked(tmp_path) -> None:
     app.health_check()
     app.compile()
     assert app.route_counts() == (2, 1)
+
+
+STREAM_APP = """
+from hypersonic import Hypersonic, Response
+
+app = Hypersonic()
+app.request_id()
+
+@app.before
+def guard(req):
+    if req.header("authorization") != "Bearer ok":
+        return Response({"error": "unauthorized"}, status=401)
+    req.state["user"] = "bob"
+
+@app.get("/feed", streaming=True)
+def feed(req, stream):
+    stream.headers(200, {"X-User": req.state["user"], "X-Id": req.request_id})
+    for i in range(3):
+        stream.write(f"line {i}\\n")
+"""
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_before_hooks_guard_streaming_routes(tmp_path, kind: str) -> None:
+    with start_app(STREAM_APP, tmp_path / kind, module=f"streammw_{kind}", env=_env(kind)) as proc:
+        denied = httpx.get(f"{proc.url}/feed")
+        assert denied.status_code == 401
+        assert denied.json() == {"error": "unauthorized"}
+        allowed = httpx.get(f"{proc.url}/feed", headers={"Authorization": "Bearer ok", "X-Request-ID": "abc-1"})
+        assert allowed.status_code == 200
+        assert allowed.text == "line 0\nline 1\nline 2\n"
+        assert allowed.headers["x-user"] == "bob"
+        assert allowed.headers["x-id"] == "abc-1"
+        assert allowed.headers["transfer-encoding"] == "chunked"

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar,
 
 from . import _accesslog, _codegen
 from ._codegen import METHODS, RouteSpec
-from .middleware import AfterHook, BeforeHook, Cors, RequestId, chain, hook_tuple
+from .middleware import AfterHook, BeforeHook, Cors, RequestId, chain, chain_streaming, hook_tuple
 from .request import BadRequest, Request
 from .response import APPLICATION_JSON, TEXT_PLAIN, Response, _normalize_headers, coerce, finalize, json_chunks
 
@@ -67,6 +67,7 @@ class _Route:
     before: Tuple[BeforeHook, ...] = ()
     after: Tuple[AfterHook, ...] = ()
     global_hooks: bool = True  # False: app.before()/after() hooks skip this route (health/ready probes)
+    streaming: bool = False
 
 
 @dataclass
@@ -92,6 +93,18 @@ def _positive_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return value
+
+
+def _check_streaming_handler(handler: Handler) -> None:
+    """A streaming handler is called as handler(req, stream): it must accept two positional arguments."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # not introspectable: trust it
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise TypeError(f"streaming handler {handler!r} must take (req, stream)") from None
 
 
 def _takes_request(handler: Handler) -> bool:
@@ -216,8 +229,13 @@ class Hypersonic:
 
     # -- registration ----------------------------------------------------------
     def route(self, method: str, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
-              before: Hooks = None, after: Hooks = None) -> Any:
+              before: Hooks = None, after: Hooks = None, streaming: bool = False) -> Any:
         """Register ``handler`` for ``method`` and ``path``; without handler, return a decorator.
+
+        streaming=True: the handler is called as ``handler(req, stream)`` in its
+        own thread and writes the response through ``stream``
+        (:class:`hypersonic.stream.Stream`, docs/STREAMING.md). Before-hooks
+        run first (in that thread); after-hooks do not run for a streamed response.
 
         before/after: hooks of this route only (a callable or a list), run
         after the global before-hooks and before the global after-hooks; see
@@ -234,14 +252,16 @@ class Hypersonic:
             raise RuntimeError("routes cannot be added after compile()")
         if not isinstance(dynamic, bool):
             raise TypeError(f"dynamic must be a bool, not {type(dynamic).__name__}")
+        if not isinstance(streaming, bool):
+            raise TypeError(f"streaming must be a bool, not {type(streaming).__name__}")
         hooks = (hook_tuple("before", before), hook_tuple("after", after))
         segments, names = self._parse_path(path)
         if handler is None:
             def decorator(fn: H) -> H:
-                self._add(method, path, segments, names, fn, dynamic, hooks)
+                self._add(method, path, segments, names, fn, dynamic, hooks, streaming=streaming)
                 return fn
             return decorator
-        self._add(method, path, segments, names, handler, dynamic, hooks)
+        self._add(method, path, segments, names, handler, dynamic, hooks, streaming=streaming)
         return handler
 
     @staticmethod
@@ -272,10 +292,12 @@ class Hypersonic:
 
     def _add(self, method: str, path: str, segments: Tuple[str, ...], names: Tuple[str, ...],
              handler: Any, dynamic: bool, hooks: Tuple[Tuple[Any, ...], Tuple[Any, ...]] = ((), ()),
-             global_hooks: bool = True) -> _Route:
+             global_hooks: bool = True, streaming: bool = False) -> _Route:
         if not callable(handler):
             raise TypeError(f"handler for {method} {path} must be callable, not {type(handler).__name__}")
-        takes_request = _takes_request(handler)
+        if streaming:
+            _check_streaming_handler(handler)
+        takes_request = True if streaming else _takes_request(handler)
         shape = tuple(":" if s.startswith(":") else s for s in segments)
         key = (method, shape)
         if key in self._routes:
@@ -287,44 +309,51 @@ class Hypersonic:
                 "give it a 'req' parameter"
             )
         route = _Route(method, path, segments, names, handler, takes_request, dynamic or takes_request,
-                       hooks[0], hooks[1], global_hooks)
+                       hooks[0], hooks[1], global_hooks, streaming)
         self._routes[key] = route
         return route
 
     def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a GET route (also answers HEAD); usable as a decorator."""
-        return self.route("GET", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("GET", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     def post(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a POST route; usable as a decorator."""
-        return self.route("POST", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("POST", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     def put(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a PUT route; usable as a decorator."""
-        return self.route("PUT", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("PUT", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     def delete(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a DELETE route; usable as a decorator."""
-        return self.route("DELETE", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("DELETE", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     def patch(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a PATCH route; usable as a decorator."""
-        return self.route("PATCH", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("PATCH", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     def head(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a HEAD route (overrides the automatic HEAD of a GET route)."""
-        return self.route("HEAD", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("HEAD", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     def options(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
-            after: Hooks = None) -> Any:
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register an OPTIONS route (overrides the automatic Allow answer)."""
-        return self.route("OPTIONS", path, handler, dynamic=dynamic, before=before, after=after)
+        return self.route("OPTIONS", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
     # -- middleware -------------------------------------------------------------
     def _global_hook(self, where: List[_GlobalHook], name: str, fn: Any, include_static: bool) -> Any:
@@ -513,6 +542,7 @@ class Hypersonic:
         handlers: List[Handler] = []
         takes: List[bool] = []
         names: List[Tuple[str, ...]] = []
+        streaming: List[bool] = []
         dynamic_count = 0
         for route in list(self._routes.values()) + self._cors_option_routes():
             before, after = self._hooks_for(route)
@@ -531,7 +561,12 @@ class Hypersonic:
             else:
                 dynamic_count += 1
                 spec.handler_index = len(handlers)
-                if before or after:
+                streaming.append(route.streaming)
+                if route.streaming:
+                    handlers.append(chain_streaming(route.handler, before, self._on_handler_error) if before
+                                    else route.handler)
+                    takes.append(True)
+                elif before or after:
                     handlers.append(chain(None if static else route.handler, route.takes_request, before, after,
                                           self._on_handler_error, baked=result))
                     takes.append(True)
@@ -558,6 +593,13 @@ class Hypersonic:
             recv_ms=int(self.recv_timeout * 1000), drain_ms=int(self.drain_timeout * 1000),
             access_log=access_log, access_log_ops=access_log_ops,
         )
+        if any(streaming):
+            from .stream import StreamStarter
+
+            self._configuration.update(
+                streaming=tuple(streaming),
+                start_stream=StreamStarter(module, handlers, self.security_headers, self._on_handler_error,
+                                           BadRequest))
         if access_log is not None and not hasattr(module, "access_log_stats"):
             log.warning("access_log is not written by the pure-Python fallback server; install a C compiler")
         module.configure(**self._configuration)

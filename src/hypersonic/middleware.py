@@ -38,11 +38,11 @@ import os
 import re
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ._status import reason_phrase
+from ._status import reason_phrase, status_has_no_body
 from .request import BadRequest, Request
-from .response import Response, coerce
+from .response import Response, _body_bytes, coerce
 
-__all__ = ["BeforeHook", "AfterHook", "hook_tuple", "chain", "RequestId", "Cors", "add_vary"]
+__all__ = ["BeforeHook", "AfterHook", "hook_tuple", "chain", "chain_streaming", "RequestId", "Cors", "add_vary"]
 
 log = logging.getLogger("hypersonic")
 
@@ -123,6 +123,36 @@ def chain(
         return response
 
     run.__qualname__ = f"hooks({getattr(handler, '__qualname__', 'static response')})"
+    return run
+
+
+def chain_streaming(handler: Callable[..., Any], before: Sequence[BeforeHook],
+                    on_error: ErrorLogger) -> Callable[[Request, Any], None]:
+    """A streaming handler ``f(req, stream)`` that runs ``before`` first; a
+    hook's answer is written through the stream instead of calling
+    ``handler``. An exception in a hook propagates (the stream then answers
+    500, or 400 for BadRequest, as for the handler itself). After-hooks do not
+    apply to streamed responses: there is no complete response to give them."""
+    befores = tuple(before)
+
+    def run(req: Request, stream: Any) -> None:
+        for hook in befores:
+            result = hook(req)
+            if result is not None:
+                response = coerce(result)
+                body, implied = _body_bytes(response.body)
+                content_type = response.content_type if response.content_type is not None else implied
+                headers = list(response.headers)
+                if not status_has_no_body(response.status):
+                    headers.append(("Content-Length", str(len(body))))
+                stream.headers(response.status, headers, content_type=content_type)
+                if body:
+                    stream.write(body)
+                stream.end()
+                return
+        handler(req, stream)
+
+    run.__qualname__ = f"hooks({getattr(handler, '__qualname__', 'stream')})"
     return run
 
 
