@@ -12,10 +12,12 @@ from ._version import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Hypersonic
     from .response import Response
+    from .sse import SSE
+    from .stream import Stream, StreamClosed
 
-__all__ = ["Hypersonic", "Response", "__version__"]
+__all__ = ["Hypersonic", "Response", "SSE", "Stream", "StreamClosed", "__version__"]
 
-_LAZY = {"Hypersonic": "app", "Response": "response"}
+_LAZY = {"Hypersonic": "app", "Response": "response", "SSE": "sse", "Stream": "stream", "StreamClosed": "stream"}
 
 
 def __getattr__(name: str) -> Any:

@@ -116,12 +116,18 @@ class _Node:
     routes: Dict[int, int] = field(default_factory=dict)  # method index -> route index
 
 
-def _allow_line(methods: Sequence[int]) -> bytes:
+def allow_value(methods: Sequence[int]) -> str:
+    """The Allow field value for a path whose routes have these method indexes
+    (HEAD comes with GET; OPTIONS is always answered)."""
     names = set(METHODS[m] for m in methods)
     if "GET" in names:
         names.add("HEAD")
     names.add("OPTIONS")
-    return ("Allow: " + ", ".join(m for m in METHODS if m in names) + "\r\n").encode("ascii")
+    return ", ".join(m for m in METHODS if m in names)
+
+
+def _allow_line(methods: Sequence[int]) -> bytes:
+    return ("Allow: " + allow_value(methods) + "\r\n").encode("ascii")
 
 
 def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str, json_type: str) -> str:

@@ -21,7 +21,11 @@ and the JSON encoder for dynamic ones) and follow hs_server.c: keep-alive and
 pipelining, 100-continue, 404/405/501 and OPTIONS with Allow, the body limit
 (413), recv_timeout (408) and keepalive_timeout, max_connections, and the
 drain on :meth:`PyServerModule.request_stop` (stop accepting, finish in-flight
-requests within drain_ms, then close). It is correct rather than fast.
+requests within drain_ms, then close), and streaming routes (hs_stream.c's
+protocol: ``stream_send``/``stream_abort`` from handler threads, which only
+append to a per-stream outbox under a lock and wake the loop through its
+pipe; the loop moves the bytes to the connection and writes them). It is
+correct rather than fast.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import logging
 import os
 import selectors
 import socket
+import threading
 import time
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -61,6 +66,14 @@ TICK_SECONDS = 1.0
 LINGER_SECONDS = 2.0
 #: A connection not answered yet, during a drain, waits this long for its first request.
 DRAIN_FRESH_GRACE_SECONDS = 1.0
+#: Stream backpressure marks (as HS_STREAM_HIGH_WATER/LOW_WATER; hypersonic.stream uses the same).
+STREAM_HIGH_WATER = 256 * 1024
+STREAM_LOW_WATER = 64 * 1024
+#: Input queued behind a stream beyond this closes the connection (HS_SERVER_STREAM_INPUT_MAX).
+STREAM_INPUT_MAX = 64 * 1024
+# Stream states and the loop's notify events (hs_stream.c).
+_STREAM_OPEN, _STREAM_ENDED, _STREAM_ABORTED = 1, 2, 3
+_EV_DRAINED, _EV_CLOSED = 1, 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _NOT_FOUND = b"Not Found"
@@ -91,7 +104,7 @@ class _Node:
 class _Conn:
     __slots__ = ("sock", "fd", "rbuf", "wbuf", "req", "head", "decoder", "body", "close_after",
                  "error_close", "linger_until", "started", "last_active", "want_write", "peer_eof",
-                 "answered")
+                 "answered", "streaming")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -110,6 +123,23 @@ class _Conn:
         self.want_write = False
         self.peer_eof = False
         self.answered = False  # at least one request answered (HS_CF_ANSWERED)
+        self.streaming = False  # a stream owns the connection (HS_CF_STREAMING)
+
+
+class _StreamRec:
+    """One live stream (hs_stream_rec). ``out`` holds bytes the writer thread queued;
+    only the loop moves them into the connection's write buffer."""
+
+    __slots__ = ("serial", "conn", "out", "state", "close", "want_drain", "notify")
+
+    def __init__(self, serial: int, conn: _Conn) -> None:
+        self.serial = serial
+        self.conn = conn
+        self.out = bytearray()
+        self.state = _STREAM_OPEN
+        self.close = False
+        self.want_drain = False
+        self.notify: Optional[Callable[[int], None]] = None
 
 
 class PyServerModule(ModuleType):
@@ -145,6 +175,12 @@ class PyServerModule(ModuleType):
                            open_connections=0, errors=0, wakeups=0, writes=0, write_waits=0)
         self._date = b""
         self._date_second = -1
+        self._stream_lock = threading.Lock()  # guards _streams, _stream_wake and every _StreamRec
+        self._streams: Dict[int, _StreamRec] = {}
+        self._stream_wake: List[int] = []
+        self._stream_serial = 0
+        self.STREAM_HIGH_WATER = STREAM_HIGH_WATER
+        self.STREAM_LOW_WATER = STREAM_LOW_WATER
 
     # -- the module interface ---------------------------------------------------------
 
@@ -190,6 +226,8 @@ class PyServerModule(ModuleType):
         self._keepalive = cfg["keepalive_ms"] / 1000.0
         self._recv = cfg["recv_ms"] / 1000.0
         self._drain = cfg["drain_ms"] / 1000.0
+        self._streaming = cfg.get("streaming") or ()
+        self._start_stream: Callable[..., Any] = cfg.get("start_stream") or _no_stream_starter
         # app.compress(): the tuple hs_compress.c takes (Compression.native_config), or None
         self._compression: Optional[Tuple[Any, ...]] = cfg.get("compression")
         listener = socket.socket(fileno=listen_fd)
@@ -262,6 +300,7 @@ class PyServerModule(ModuleType):
                         os.read(key.fd, 4096)
                     except OSError:
                         pass
+                    self._on_stream_wake()
                 elif data is self._listener:
                     self._accept()
                 else:
@@ -295,7 +334,7 @@ class PyServerModule(ModuleType):
         """Nothing in flight: close it now that the server drains. A connection not
         answered yet keeps DRAIN_FRESH_GRACE_SECONDS for its first request
         (HS_SERVER_DRAIN_FRESH_GRACE_MS: its client connected before the stop)."""
-        if conn.started or conn.wbuf or conn.rbuf:
+        if conn.started or conn.wbuf or conn.rbuf or conn.streaming:
             return False
         return conn.answered or self._now - conn.last_active >= DRAIN_FRESH_GRACE_SECONDS
 
@@ -331,6 +370,8 @@ class PyServerModule(ModuleType):
     def _close(self, conn: _Conn) -> None:
         if self._conns.pop(conn.fd, None) is None:
             return
+        if conn.streaming:
+            self._stream_closed(conn)
         try:
             self._sel.unregister(conn.sock)
         except (KeyError, ValueError):
@@ -343,8 +384,12 @@ class PyServerModule(ModuleType):
     def _sweep(self) -> None:
         """recv_timeout (408), keepalive_timeout and the linger deadline, about once a second."""
         now = self._now
+        stall = max(self._keepalive, self._recv)
         for conn in list(self._conns.values()):
-            if conn.linger_until:
+            if conn.streaming:  # never idle-closed; a reader taking nothing for the stall time is gone
+                if conn.wbuf and now - conn.last_active >= stall:
+                    self._close(conn)
+            elif conn.linger_until:
                 if now >= conn.linger_until:
                     self._close(conn)
             elif conn.started:
@@ -369,7 +414,7 @@ class PyServerModule(ModuleType):
             return
         if not data:
             conn.peer_eof = True
-            if conn.linger_until or not conn.wbuf:
+            if conn.linger_until or not conn.wbuf or conn.streaming:  # a streaming client left
                 self._close(conn)
             else:
                 conn.close_after = True
@@ -377,13 +422,17 @@ class PyServerModule(ModuleType):
         if conn.linger_until:
             return  # discarded: the error response is out, the connection is closing
         conn.rbuf += data
+        if conn.streaming:  # input behind a stream waits for its end
+            if len(conn.rbuf) > STREAM_INPUT_MAX:
+                self._close(conn)
+            return
         conn.last_active = self._now
         self._process(conn, received=True)
         self._flush(conn)
 
     def _process(self, conn: _Conn, received: bool = False) -> None:
         answered = False
-        while not conn.close_after and len(conn.wbuf) < OUTPUT_HIGH_WATER:
+        while not conn.close_after and not conn.streaming and len(conn.wbuf) < OUTPUT_HIGH_WATER:
             request = self._parse(conn)
             if request is None:
                 break
@@ -559,6 +608,8 @@ class PyServerModule(ModuleType):
         """hs_dynamic + hs_write_result; returns keep (False after a stopping exception)."""
         index = spec.handler_index
         handler = self._handlers[index]
+        if index < len(self._streaming) and self._streaming[index]:
+            return self._stream_start(conn, index, method, req, head, body, values, keep, head_only)
         try:
             if self._takes[index]:
                 query = "" if req.query is None else req.query.decode("latin-1")
@@ -635,6 +686,11 @@ class PyServerModule(ModuleType):
     # -- writing ---------------------------------------------------------------------
 
     def _flush(self, conn: _Conn) -> None:
+        self._flush_once(conn)
+        if conn.streaming and conn.fd in self._conns and self._stream_flushed(conn):
+            self._flush_once(conn)  # the stream ended: close, or go on with pipelined requests
+
+    def _flush_once(self, conn: _Conn) -> None:
         if conn.wbuf:
             self._stats["writes"] += 1
             try:
@@ -657,6 +713,8 @@ class PyServerModule(ModuleType):
         if conn.want_write:
             self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
             conn.want_write = False
+        if conn.streaming:
+            return  # the stream's end decides what comes next (_stream_flushed)
         if not conn.close_after and conn.rbuf and conn.req is None:
             self._process(conn)  # pipelined requests held back at the high water
             if conn.wbuf:
@@ -676,6 +734,144 @@ class PyServerModule(ModuleType):
             conn.linger_until = self._now + LINGER_SECONDS
         elif self._draining and not conn.started and not conn.rbuf and not conn.linger_until:
             self._close(conn)  # drained: its last request is answered
+
+
+    # -- streaming (the protocol of hs_stream.c) ------------------------------------------
+
+    def _stream_start(self, conn: _Conn, index: int, method: int, req: ref.ParsedHead, head: bytes, body: bytes,
+                      values: List[str], keep: bool, head_only: bool) -> bool:
+        """hs_stream_start: hand the request to the stream starter (the handler runs in its thread)."""
+        query = "" if req.query is None else req.query.decode("latin-1")
+        try:
+            request = self._request_type(METHODS[method], req.path.decode("latin-1"), query, head, body,
+                                         self._names[index], tuple(values))
+        except BaseException as exc:  # noqa: B036 - as hs_dynamic
+            return self._handler_failed(conn, exc, method, req, keep, head_only)
+        with self._stream_lock:
+            self._stream_serial += 1
+            rec = _StreamRec(self._stream_serial, conn)
+            self._streams[conn.fd] = rec
+            conn.streaming = True
+        try:
+            notify = self._start_stream(index, request, conn.fd, rec.serial, req.minor_version, int(keep),
+                                        int(head_only))
+        except BaseException as exc:  # noqa: B036 - as hs_dynamic
+            with self._stream_lock:
+                self._streams.pop(conn.fd, None)
+                conn.streaming = False
+            return self._handler_failed(conn, exc, method, req, keep, head_only)
+        rec.notify = notify
+        return keep
+
+    def _wake_loop(self) -> None:
+        if self._wake_w is not None:
+            try:
+                os.write(self._wake_w, b"s")
+            except OSError:
+                pass  # full: the loop is woken already
+
+    def stream_send(self, fd: int, serial: int, data: bytes, end: int) -> int:
+        """From a handler thread: queue framed bytes (end: 0 more, 1 last, 2 last and close).
+        Returns the bytes pending on the connection, or -1 when the stream is gone."""
+        if end not in (0, 1, 2):
+            raise ValueError(f"stream_send: end must be 0, 1 or 2, got {end!r}")
+        with self._stream_lock:
+            rec = self._streams.get(fd)
+            if not self._running or rec is None or rec.serial != serial or rec.state != _STREAM_OPEN:
+                return -1
+            if data:
+                if not rec.out and not rec.conn.wbuf:
+                    rec.conn.last_active = time.monotonic()  # the stall clock starts with this output
+                rec.out += data
+            if end:
+                rec.state = _STREAM_ENDED
+                rec.close = end == 2
+            pending = len(rec.out) + len(rec.conn.wbuf)
+            if pending >= STREAM_HIGH_WATER:
+                rec.want_drain = True
+            if pending or end:
+                self._stream_wake.append(fd)
+        if pending or end:
+            self._wake_loop()
+        return pending
+
+    def stream_abort(self, fd: int, serial: int) -> None:
+        """From a handler thread: close the stream's connection at once."""
+        with self._stream_lock:
+            rec = self._streams.get(fd)
+            if not self._running or rec is None or rec.serial != serial or rec.state == _STREAM_ABORTED:
+                return
+            rec.state = _STREAM_ABORTED
+            self._stream_wake.append(fd)
+        self._wake_loop()
+
+    def _on_stream_wake(self) -> None:
+        """hs_stream_on_wake: move queued stream output to its connections and write it."""
+        while True:
+            with self._stream_lock:
+                fds, self._stream_wake = self._stream_wake, []
+            if not fds:
+                return
+            for fd in dict.fromkeys(fds):
+                with self._stream_lock:
+                    rec = self._streams.get(fd)
+                    if rec is None or self._conns.get(fd) is not rec.conn:
+                        continue
+                    conn = rec.conn
+                    conn.wbuf += rec.out
+                    rec.out.clear()
+                    aborted = rec.state == _STREAM_ABORTED
+                if aborted:
+                    try:
+                        conn.sock.send(conn.wbuf)  # what the socket takes at once; then cut
+                    except OSError:
+                        pass
+                    self._close(conn)
+                else:
+                    self._flush(conn)
+
+    def _stream_flushed(self, conn: _Conn) -> bool:
+        """hs_stream_on_flushed: wake a waiting writer; finish an ended stream (True)."""
+        with self._stream_lock:
+            rec = self._streams.get(conn.fd)
+            if rec is None or rec.conn is not conn:
+                return False
+            conn.wbuf += rec.out
+            rec.out.clear()
+            drained = rec.want_drain and len(conn.wbuf) <= STREAM_LOW_WATER
+            if drained:
+                rec.want_drain = False
+            notify = rec.notify
+        if drained and notify is not None:
+            self._call_notify(notify, _EV_DRAINED)
+        with self._stream_lock:
+            if rec.state != _STREAM_ENDED or rec.out or conn.wbuf or self._streams.get(conn.fd) is not rec:
+                return False
+            del self._streams[conn.fd]
+            conn.streaming = False
+        if rec.close:
+            conn.close_after = True
+        conn.last_active = self._now
+        return True
+
+    def _stream_closed(self, conn: _Conn) -> None:
+        """hs_stream_on_close: the connection of a stream closed; tell its writer."""
+        with self._stream_lock:
+            rec = self._streams.pop(conn.fd, None)
+            conn.streaming = False
+        if rec is not None and rec.notify is not None:
+            self._call_notify(rec.notify, _EV_CLOSED)
+
+    @staticmethod
+    def _call_notify(notify: Callable[[int], None], event: int) -> None:
+        try:
+            notify(event)
+        except Exception:  # noqa: BLE001 - as PyErr_WriteUnraisable: the loop goes on
+            log.exception("stream notify failed")
+
+
+def _no_stream_starter(*_args: Any) -> Callable[[int], None]:
+    raise RuntimeError("a streaming route was configured without start_stream")
 
 
 def _native_demanded() -> bool:

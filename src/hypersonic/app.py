@@ -26,8 +26,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from . import _accesslog, _codegen
 from ._codegen import METHODS, RouteSpec
 from ._compress import DEFAULT_LEVEL, DEFAULT_MIN_SIZE, DEFAULT_TYPES, Compression
+from .middleware import AfterHook, BeforeHook, Cors, RequestId, chain, chain_streaming, hook_tuple
 from .request import BadRequest, Request
-from .response import APPLICATION_JSON, TEXT_PLAIN, _normalize_headers, finalize, json_chunks
+from .response import APPLICATION_JSON, TEXT_PLAIN, Response, _normalize_headers, coerce, finalize, json_chunks
 
 __all__ = ["Hypersonic", "DEFAULT_SECURITY_HEADERS", "DEFAULT_MAX_REQUEST_SIZE"]
 
@@ -64,6 +65,19 @@ class _Route:
     handler: Handler
     takes_request: bool
     dynamic: bool
+    before: Tuple[BeforeHook, ...] = ()
+    after: Tuple[AfterHook, ...] = ()
+    global_hooks: bool = True  # False: app.before()/after() hooks skip this route (health/ready probes)
+    streaming: bool = False
+
+
+@dataclass
+class _GlobalHook:
+    hook: Callable[..., Any]
+    include_static: bool
+
+
+Hooks = Union[None, Callable[..., Any], List[Callable[..., Any]], Tuple[Callable[..., Any], ...]]
 
 
 def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -80,6 +94,18 @@ def _positive_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value!r}")
     return value
+
+
+def _check_streaming_handler(handler: Handler) -> None:
+    """A streaming handler is called as handler(req, stream): it must accept two positional arguments."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return  # not introspectable: trust it
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        raise TypeError(f"streaming handler {handler!r} must take (req, stream)") from None
 
 
 def _takes_request(handler: Handler) -> bool:
@@ -171,6 +197,12 @@ class Hypersonic:
         self.access_log = access_log
         self.access_log_format = access_log_format
         self._routes: Dict[Tuple[str, Tuple[str, ...]], _Route] = {}
+        self._before: List[_GlobalHook] = []
+        self._after: List[_GlobalHook] = []
+        self._cors: Optional[Cors] = None
+        self._request_id: Optional[RequestId] = None
+        self._draining = False
+        self._compiled_counts: Optional[Tuple[int, int]] = None
         self._module: Optional[ModuleType] = None
         self._configuration: Dict[str, Any] = {}
         self._compression: Optional[Compression] = None
@@ -198,8 +230,18 @@ class Hypersonic:
             raise ValueError(f"security_headers: {exc}") from None
 
     # -- registration ----------------------------------------------------------
-    def route(self, method: str, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def route(self, method: str, path: str, handler: Optional[H] = None, *, dynamic: bool = False,
+              before: Hooks = None, after: Hooks = None, streaming: bool = False) -> Any:
         """Register ``handler`` for ``method`` and ``path``; without handler, return a decorator.
+
+        streaming=True: the handler is called as ``handler(req, stream)`` in its
+        own thread and writes the response through ``stream``
+        (:class:`hypersonic.stream.Stream`, docs/STREAMING.md). Before-hooks
+        run first (in that thread); after-hooks do not run for a streamed response.
+
+        before/after: hooks of this route only (a callable or a list), run
+        after the global before-hooks and before the global after-hooks; see
+        :meth:`before` and hypersonic.middleware.
 
         Raises ValueError (bad or duplicate path, unknown method), TypeError
         (handler not callable, or with an unusable signature) and RuntimeError
@@ -212,13 +254,16 @@ class Hypersonic:
             raise RuntimeError("routes cannot be added after compile()")
         if not isinstance(dynamic, bool):
             raise TypeError(f"dynamic must be a bool, not {type(dynamic).__name__}")
+        if not isinstance(streaming, bool):
+            raise TypeError(f"streaming must be a bool, not {type(streaming).__name__}")
+        hooks = (hook_tuple("before", before), hook_tuple("after", after))
         segments, names = self._parse_path(path)
         if handler is None:
             def decorator(fn: H) -> H:
-                self._add(method, path, segments, names, fn, dynamic)
+                self._add(method, path, segments, names, fn, dynamic, hooks, streaming=streaming)
                 return fn
             return decorator
-        self._add(method, path, segments, names, handler, dynamic)
+        self._add(method, path, segments, names, handler, dynamic, hooks, streaming=streaming)
         return handler
 
     @staticmethod
@@ -248,10 +293,13 @@ class Hypersonic:
         return segments, tuple(names)
 
     def _add(self, method: str, path: str, segments: Tuple[str, ...], names: Tuple[str, ...],
-             handler: Any, dynamic: bool) -> None:
+             handler: Any, dynamic: bool, hooks: Tuple[Tuple[Any, ...], Tuple[Any, ...]] = ((), ()),
+             global_hooks: bool = True, streaming: bool = False) -> _Route:
         if not callable(handler):
             raise TypeError(f"handler for {method} {path} must be callable, not {type(handler).__name__}")
-        takes_request = _takes_request(handler)
+        if streaming:
+            _check_streaming_handler(handler)
+        takes_request = True if streaming else _takes_request(handler)
         shape = tuple(":" if s.startswith(":") else s for s in segments)
         key = (method, shape)
         if key in self._routes:
@@ -262,36 +310,205 @@ class Hypersonic:
                 f"handler for {method} {path} takes no request but the path has parameters {names}; "
                 "give it a 'req' parameter"
             )
-        self._routes[key] = _Route(method, path, segments, names, handler, takes_request,
-                                   dynamic or takes_request)
+        route = _Route(method, path, segments, names, handler, takes_request, dynamic or takes_request,
+                       hooks[0], hooks[1], global_hooks, streaming)
+        self._routes[key] = route
+        return route
 
-    def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a GET route (also answers HEAD); usable as a decorator."""
-        return self.route("GET", path, handler, dynamic=dynamic)
+        return self.route("GET", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
-    def post(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def post(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a POST route; usable as a decorator."""
-        return self.route("POST", path, handler, dynamic=dynamic)
+        return self.route("POST", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
-    def put(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def put(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a PUT route; usable as a decorator."""
-        return self.route("PUT", path, handler, dynamic=dynamic)
+        return self.route("PUT", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
-    def delete(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def delete(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a DELETE route; usable as a decorator."""
-        return self.route("DELETE", path, handler, dynamic=dynamic)
+        return self.route("DELETE", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
-    def patch(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def patch(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a PATCH route; usable as a decorator."""
-        return self.route("PATCH", path, handler, dynamic=dynamic)
+        return self.route("PATCH", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
-    def head(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def head(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register a HEAD route (overrides the automatic HEAD of a GET route)."""
-        return self.route("HEAD", path, handler, dynamic=dynamic)
+        return self.route("HEAD", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
 
-    def options(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False) -> Any:
+    def options(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
+            after: Hooks = None, streaming: bool = False) -> Any:
         """Register an OPTIONS route (overrides the automatic Allow answer)."""
-        return self.route("OPTIONS", path, handler, dynamic=dynamic)
+        return self.route("OPTIONS", path, handler, dynamic=dynamic, before=before, after=after,
+                          streaming=streaming)
+
+    # -- middleware -------------------------------------------------------------
+    def _global_hook(self, where: List[_GlobalHook], name: str, fn: Any, include_static: bool) -> Any:
+        if self._module is not None:
+            raise RuntimeError(f"{name}() hooks cannot be added after compile()")
+        if not isinstance(include_static, bool):
+            raise TypeError(f"include_static must be a bool, not {type(include_static).__name__}")
+
+        def register(hook: Any) -> Any:
+            if not callable(hook):
+                raise TypeError(f"{name}() hook must be callable, not {type(hook).__name__}")
+            where.append(_GlobalHook(hook, include_static))
+            return hook
+
+        return register if fn is None else register(fn)
+
+    def before(self, fn: Optional[BeforeHook] = None, *, include_static: bool = True) -> Any:
+        """Run ``fn(req)`` before the handler of every route; usable as a decorator.
+
+        ``fn`` returns None to go on, or a handler result (str, bytes, dict,
+        list, Response, (status, headers, body)) that answers the request
+        instead of the handler. Hooks run in registration order, global ones
+        before a route's own ``before=``. include_static=False leaves static
+        routes out (they stay baked in C); with True, a static route gets a
+        Python call per request to run the hook, its handler's result still
+        computed once at compile(). See hypersonic.middleware.
+        """
+        return self._global_hook(self._before, "before", fn, include_static)
+
+    def after(self, fn: Optional[AfterHook] = None, *, include_static: bool = True) -> Any:
+        """Run ``fn(req, response)`` after the handler of every route; usable as a decorator.
+
+        ``response`` is a :class:`Response` (the handler's result, a
+        before-hook's answer, or the 400/500 answer of a failure); ``fn`` may
+        change it in place or return a replacement. Route ``after=`` hooks run
+        first, then the global ones, each in registration order.
+        include_static as for :meth:`before`.
+        """
+        return self._global_hook(self._after, "after", fn, include_static)
+
+    def request_id(self, header: str = "X-Request-ID", *, generator: Optional[Callable[[], str]] = None,
+                   include_static: bool = True) -> None:
+        """Give each request an id (``req.request_id``), echoed in the response.
+
+        A valid id sent by the client in ``header`` is kept (1-128 of
+        ``A-Z a-z 0-9 . _ ~ : + / = @ -``); otherwise a random one (32 hex
+        digits) or ``generator()`` is used. Installed as a global before- and
+        after-hook at this point of the registration order: call it before
+        registering hooks that read ``req.request_id``.
+        """
+        if self._request_id is not None:
+            raise RuntimeError("request_id() was already called for this app")
+        rid = RequestId(header, generator)
+        self._request_id = rid
+        self.before(rid.before, include_static=include_static)
+        self.after(rid.after, include_static=include_static)
+
+    def cors(self, origins: Any = "*", *, methods: Any = None, headers: Any = None, expose_headers: Any = (),
+             credentials: bool = False, max_age: int = 600) -> None:
+        """Answer CORS preflights and mark responses readable cross-origin.
+
+        See :class:`hypersonic.middleware.Cors` for the arguments (methods and
+        headers default to the common methods and request headers). Every path
+        with routes answers preflight ``OPTIONS`` requests. With ``origins="*"``
+        and no credentials the headers do not depend on the request and are
+        baked into static routes; otherwise static routes run the CORS hook in
+        Python per request.
+        """
+        if self._cors is not None:
+            raise RuntimeError("cors() was already called for this app")
+        if self._module is not None:
+            raise RuntimeError("cors() cannot be called after compile()")
+        kwargs: Dict[str, Any] = dict(expose_headers=expose_headers, credentials=credentials, max_age=max_age)
+        if methods is not None:
+            kwargs["methods"] = methods
+        if headers is not None:
+            kwargs["headers"] = headers
+        cors = Cors(origins, **kwargs)
+        self._cors = cors
+        constant = cors.constant_headers is not None
+        # Constant headers are baked into static routes at compile(); the hooks then skip them.
+        self.before(cors.before, include_static=not constant)
+        self.after(cors.after, include_static=not constant)
+
+    def health_check(self, path: str = "/health", body: str = "OK") -> None:
+        """A liveness probe: ``GET path`` answers 200 with ``body``, baked in C.
+
+        Global hooks do not apply to it (a load balancer's probe carries no
+        credentials), so it stays static whatever middleware the app has.
+        """
+        if not isinstance(body, str):
+            raise TypeError(f"body must be a str, not {type(body).__name__}")
+        segments, names = self._parse_path(path)
+        if names:
+            raise ValueError(f"health_check path must not have parameters, got {path!r}")
+        if self._module is not None:
+            raise RuntimeError("routes cannot be added after compile()")
+        self._add("GET", path, segments, names, lambda: Response(body, headers={"Cache-Control": "no-store"}),
+                  False, global_hooks=False)
+
+    def ready_check(self, path: str = "/ready",
+                    checks: Union[None, Mapping[str, Callable[[], Any]], List[Callable[[], Any]]] = None) -> None:
+        """A readiness probe: ``GET path`` runs ``checks`` per request.
+
+        checks: a mapping of name -> callable, or a list of callables (named
+        after their ``__name__``). A check fails when it raises or returns
+        False. 200 ``{"status": "ready", "checks": {...}}`` when all pass;
+        503 with the failing checks' messages otherwise, and 503
+        ``{"status": "draining"}`` once the worker is stopping, so a load
+        balancer moves traffic away before the connection closes. Global
+        hooks do not apply to it.
+        """
+        named: List[Tuple[str, Callable[[], Any]]] = []
+        if checks is None:
+            pass
+        elif isinstance(checks, Mapping):
+            for name, check in checks.items():
+                if not isinstance(name, str) or not callable(check):
+                    raise TypeError(f"checks[{name!r}] must map a str to a callable")
+                named.append((name, check))
+        elif isinstance(checks, (list, tuple)):
+            for i, check in enumerate(checks):
+                if not callable(check):
+                    raise TypeError(f"checks[{i}] must be callable, not {type(check).__name__}")
+                named.append((getattr(check, "__name__", f"check{i}"), check))
+        else:
+            raise TypeError(f"checks must be a mapping of name -> callable or a list of callables, "
+                            f"not {type(checks).__name__}")
+        segments, names = self._parse_path(path)
+        if names:
+            raise ValueError(f"ready_check path must not have parameters, got {path!r}")
+        if self._module is not None:
+            raise RuntimeError("routes cannot be added after compile()")
+        no_store = {"Cache-Control": "no-store"}
+
+        def ready(req: Request) -> Response:
+            if self._draining:
+                return Response({"status": "draining"}, status=503, headers=no_store)
+            results: Dict[str, str] = {}
+            ok = True
+            for name, check in named:
+                try:
+                    passed = check() is not False
+                    detail = "ok" if passed else "failed"
+                except Exception as exc:  # noqa: BLE001 - a failing check is the answer, not an error
+                    passed, detail = False, f"failed: {type(exc).__name__}: {exc}"
+                    log.warning("ready check %s failed: %s", name, detail)
+                ok = ok and passed
+                results[name] = detail
+            return Response({"status": "ready" if ok else "unavailable", "checks": results},
+                            status=200 if ok else 503, headers=no_store)
+
+        self._add("GET", path, segments, names, ready, True, global_hooks=False)
 
     def compress(self, min_size: int = DEFAULT_MIN_SIZE, level: int = DEFAULT_LEVEL,
                  types: Iterable[str] = DEFAULT_TYPES) -> None:
@@ -317,7 +534,10 @@ class Hypersonic:
         return self._module is not None
 
     def route_counts(self) -> Tuple[int, int]:
-        """(static routes, dynamic routes)."""
+        """(static routes, dynamic routes); after compile(), as served: a static
+        route with hooks counts as dynamic (it runs Python per request)."""
+        if self._compiled_counts is not None:
+            return self._compiled_counts
         dyn = sum(1 for r in self._routes.values() if r.dynamic)
         return len(self._routes) - dyn, dyn
 
@@ -341,20 +561,17 @@ class Hypersonic:
         handlers: List[Handler] = []
         takes: List[bool] = []
         names: List[Tuple[str, ...]] = []
-        for route in self._routes.values():
-            spec = RouteSpec(method=route.method, pattern=route.path, segments=route.segments, static=not route.dynamic)
-            if route.dynamic:
-                spec.handler_index = len(handlers)
-                handlers.append(route.handler)
-                takes.append(route.takes_request)
-                names.append(route.param_names)
-            else:
-                result = route.handler()
-                if result is None:
-                    raise ValueError(
-                        f"static handler for {route.method} {route.path} returned None; return str, bytes, dict, "
-                        "list, Response or (status, headers, body)"
-                    )
+        streaming: List[bool] = []
+        dynamic_count = 0
+        for route in list(self._routes.values()) + self._cors_option_routes():
+            before, after = self._hooks_for(route)
+            static = not route.dynamic
+            spec = RouteSpec(method=route.method, pattern=route.path, segments=route.segments,
+                             static=static and not (before or after))
+            result: Any = None
+            if static:
+                result = self._static_result(route)
+            if spec.static:
                 try:
                     status, block, body = finalize(result, self.security_headers)
                 except (TypeError, ValueError) as exc:
@@ -364,7 +581,24 @@ class Hypersonic:
                 else:  # identity (+ Vary) and, when worth it, a gzip variant
                     identity, spec.gzip_variant = self._compression.bake(status, block, body)
                     spec.baked, spec.baked_head_len, spec.baked_date_off = identity
+            else:
+                dynamic_count += 1
+                spec.handler_index = len(handlers)
+                streaming.append(route.streaming)
+                if route.streaming:
+                    handlers.append(chain_streaming(route.handler, before, self._on_handler_error) if before
+                                    else route.handler)
+                    takes.append(True)
+                elif before or after:
+                    handlers.append(chain(None if static else route.handler, route.takes_request, before, after,
+                                          self._on_handler_error, baked=result))
+                    takes.append(True)
+                else:
+                    handlers.append(route.handler)
+                    takes.append(route.takes_request)
+                names.append(route.param_names)
             specs.append(spec)
+        self._compiled_counts = (len(specs) - dynamic_count, dynamic_count)
         access_log = _accesslog.resolve_destination(self.access_log)
         access_log_ops = _accesslog.compile_format(self.access_log_format)
         security_block = self._security_block()
@@ -385,10 +619,68 @@ class Hypersonic:
                 f"Content-Type: {TEXT_PLAIN}\r\n".encode("latin-1") + security_block,
                 f"Content-Type: {APPLICATION_JSON}\r\n".encode("latin-1") + security_block),
         )
+        if any(streaming):
+            from .stream import StreamStarter
+
+            self._configuration.update(
+                streaming=tuple(streaming),
+                start_stream=StreamStarter(module, handlers, self.security_headers, self._on_handler_error,
+                                           BadRequest))
         if access_log is not None and not hasattr(module, "access_log_stats"):
             log.warning("access_log is not written by the pure-Python fallback server; install a C compiler")
         module.configure(**self._configuration)
         self._module = module
+
+    def _hooks_for(self, route: _Route) -> Tuple[Tuple[BeforeHook, ...], Tuple[AfterHook, ...]]:
+        """The before- and after-hooks that apply to ``route``, in running order."""
+        if not route.global_hooks:
+            return route.before, route.after
+        static = not route.dynamic
+        before = tuple(h.hook for h in self._before if h.include_static or not static) + route.before
+        after = route.after + tuple(h.hook for h in self._after if h.include_static or not static)
+        return before, after
+
+    def _static_result(self, route: _Route) -> Response:
+        """Run a static handler once (compile()) and return its result as a Response."""
+        result = route.handler()
+        if result is None:
+            raise ValueError(
+                f"static handler for {route.method} {route.path} returned None; return str, bytes, dict, "
+                "list, Response or (status, headers, body)"
+            )
+        try:
+            response = coerce(result)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"static handler for {route.method} {route.path}: {exc}") from None
+        constant = self._cors.constant_headers if self._cors is not None and route.global_hooks else None
+        if constant:
+            present = {n.lower() for n, _ in response.headers}
+            response = response.copy()
+            response.headers.extend((n, v) for n, v in constant if n.lower() not in present)
+        return response
+
+    def _cors_option_routes(self) -> List[_Route]:
+        """With cors(): an OPTIONS route for every path that has routes but no OPTIONS
+        route of its own, so preflights reach the CORS hook (plain OPTIONS requests get
+        the same 204 + Allow the server gives without CORS)."""
+        if self._cors is None:
+            return []
+        shapes: Dict[Tuple[str, ...], List[_Route]] = {}
+        for (method, shape), route in self._routes.items():
+            shapes.setdefault(shape, []).append(route)
+        extra: List[_Route] = []
+        for shape, routes in shapes.items():
+            if any(r.method == "OPTIONS" for r in routes):
+                continue
+            allow = _codegen.allow_value(sorted(METHODS.index(r.method) for r in routes))
+            first = routes[0]
+
+            def plain_options(allow: str = allow) -> Response:
+                return Response(None, status=204, headers={"Allow": allow})
+
+            extra.append(_Route("OPTIONS", first.path, first.segments, first.param_names, plain_options,
+                                False, True, global_hooks=all(r.global_hooks for r in routes)))
+        return extra
 
     def _finalize(self, result: Any) -> Tuple[int, bytes, bytes]:
         return finalize(result, self.security_headers)
@@ -433,6 +725,7 @@ class Hypersonic:
 
     def _request_stop(self) -> None:
         """Ask the loop to stop accepting and drain. Safe from a Python signal handler."""
+        self._draining = True  # ready_check() answers 503 from now on
         if self._module is not None:
             self._module.request_stop()
 

@@ -141,11 +141,14 @@ class Request:
     :attr:`params`, :attr:`query`, :attr:`headers`, :attr:`cookies`.
     """
 
-    # The C loop fills the first six slots directly (hs_servermod.c looks the
-    # slot offsets up once); the rest are caches, None until first use.
+    # The C loop fills the first seven slots directly (hs_servermod.c looks the
+    # slot offsets up once); the next five are caches it sets to None. The C
+    # leaves the last two unset (read through getattr with a default): hooks
+    # set them.
     __slots__ = (
         "method", "path", "query_string", "body", "_head", "_param_names", "_param_values",
         "_headers", "_query", "_cookies", "_params", "_form",
+        "_request_id", "_state",
     )
 
     def __init__(
@@ -170,6 +173,21 @@ class Request:
         self._cookies: Optional[Dict[str, str]] = None
         self._params: Optional[Dict[str, str]] = None
         self._form: Optional[MultiDict] = None
+
+    # -- middleware ------------------------------------------------------
+    @property
+    def request_id(self) -> Optional[str]:
+        """This request's id when ``app.request_id()`` is on, else None."""
+        return getattr(self, "_request_id", None)
+
+    @property
+    def state(self) -> Dict[str, Any]:
+        """A dict for hooks to hand data to the handler (e.g. the authenticated user)."""
+        try:
+            return self._state
+        except AttributeError:
+            self._state: Dict[str, Any] = {}
+            return self._state
 
     # -- path parameters -------------------------------------------------
     @property

@@ -150,6 +150,15 @@ class Response:
         self.headers: List[Tuple[str, str]] = _normalize_headers(headers)
         self.content_type = content_type
 
+    def copy(self) -> "Response":
+        """A copy whose header list can be changed without touching this one."""
+        clone = Response.__new__(Response)
+        clone.body = self.body
+        clone.status = self.status
+        clone.headers = list(self.headers)
+        clone.content_type = self.content_type
+        return clone
+
     def __repr__(self) -> str:
         return f"Response(status={self.status}, content_type={self.content_type!r}, headers={self.headers!r})"
 

@@ -28,6 +28,14 @@
  * A connection closed after an error first shuts down its write side and
  * discards input for up to HS_SERVER_LINGER_MS, so the client reads the error
  * response instead of a reset.
+ * Streaming (HS_CF_STREAMING, set by the embedder's dynamic callback): the
+ * response is written by another thread through the embedder, which queues on
+ * the write queue and makes s->wake_fd readable; on_wake flushes. While a
+ * connection streams, no request behind it is answered (its input waits, at
+ * most HS_SERVER_STREAM_INPUT_MAX), EOF means the client left, no idle or
+ * recv timeout applies (a stalled write still closes it), and the close hook
+ * tells the writer. on_stream_flushed clears the flag once the stream ended
+ * and its bytes are written; the connection then goes on as after any answer.
  * Access log (s->alog, off by default): the write queue's length is noted
  * before each answer; afterwards the bytes queued since are the response, and
  * hs_alog_line reads status and sizes from them. A request that failed to parse
@@ -111,6 +119,8 @@ static void hs_server_close(hs_server *s, hs_conn *c)
 {
     if (!(c->flags & HS_CF_ACTIVE))
         return;
+    if (HS_UNLIKELY(c->flags & HS_CF_STREAMING) && s->on_stream_close)
+        (void)s->on_stream_close(s, c); /* tells the stream's writer it is gone */
     if (!s->is_epoll)
         (void)hs_ev_del(s->loop, c->fd); /* epoll forgets a closed fd by itself */
     if (close(c->fd) < 0 && errno != EINTR) {
@@ -291,7 +301,7 @@ static void hs_server_process(hs_server *s, hs_conn *c, int received)
     int answered = 0;
     hs_alog *const alog = s->alog; /* fixed while the loop runs */
     c->flags &= ~HS_CF_MORE;
-    while (!(c->flags & (HS_CF_CLOSE_AFTER | HS_CF_LINGER))) {
+    while (!(c->flags & (HS_CF_CLOSE_AFTER | HS_CF_LINGER | HS_CF_STREAMING))) {
         if (hs_conn_pending(c) >= HS_SERVER_OUTPUT_HIGH_WATER) {
             if (c->rbuf.len)
                 c->flags |= HS_CF_MORE;
@@ -365,7 +375,7 @@ static void hs_server_flush(hs_server *s, hs_conn *c)
         }
         c->flags &= ~HS_CF_WANT_WRITE;
     }
-    if ((c->flags & HS_CF_CLOSE_AFTER) && !(c->flags & HS_CF_LINGER)) {
+    if ((c->flags & HS_CF_CLOSE_AFTER) && !(c->flags & (HS_CF_LINGER | HS_CF_STREAMING))) {
         int unread = c->rbuf.len > 0 || (c->flags & HS_CF_ERROR_CLOSE);
         if (!unread || (c->flags & HS_CF_PEER_EOF) || shutdown(c->fd, SHUT_WR) < 0) {
             hs_server_close(s, c);
@@ -382,6 +392,8 @@ static void hs_server_flush(hs_server *s, hs_conn *c)
 static void hs_server_flush_more(hs_server *s, hs_conn *c)
 {
     hs_server_flush(s, c);
+    if (HS_UNLIKELY(c->flags & HS_CF_STREAMING) && (c->flags & HS_CF_ACTIVE) && s->on_stream_flushed(s, c))
+        hs_server_flush(s, c); /* the stream ended: close, or go on with pipelined requests */
     while ((c->flags & (HS_CF_ACTIVE | HS_CF_WANT_WRITE | HS_CF_MORE)) == (HS_CF_ACTIVE | HS_CF_MORE)) {
         hs_server_process(s, c, 0);
         hs_server_flush(s, c);
@@ -404,7 +416,7 @@ static void hs_server_on_readable(hs_server *s, hs_conn *c)
         return;
     if (n == HS_RECV_CLOSED) {
         c->flags |= HS_CF_PEER_EOF;
-        if (!hs_conn_pending(c)) {
+        if (!hs_conn_pending(c) || (c->flags & HS_CF_STREAMING)) { /* a streaming client left */
             hs_server_close(s, c);
             return;
         }
@@ -414,6 +426,11 @@ static void hs_server_on_readable(hs_server *s, hs_conn *c)
     }
     if (n < 0) {
         hs_server_close(s, c);
+        return;
+    }
+    if (HS_UNLIKELY(c->flags & HS_CF_STREAMING)) { /* input behind a stream waits for its end */
+        if (c->rbuf.len > HS_SERVER_STREAM_INPUT_MAX)
+            hs_server_close(s, c);
         return;
     }
     c->last_active_ms = s->now_ms;
@@ -447,6 +464,12 @@ static void hs_server_sweep(hs_server *s)
         hs_conn *c = s->conns.by_fd[fd];
         if (!c || !(c->flags & HS_CF_ACTIVE))
             continue;
+        if (HS_UNLIKELY(c->flags & HS_CF_STREAMING)) {
+            /* Never idle-closed (the drain deadline ends it); a reader taking nothing for stall_ms is gone. */
+            if (hs_conn_pending(c) && now - c->last_active_ms >= stall_ms)
+                hs_server_close(s, c);
+            continue;
+        }
         if (c->flags & HS_CF_LINGER) {
             if (now >= c->head_started_ms)
                 hs_server_close(s, c);
@@ -519,6 +542,7 @@ HS_API int hs_server_init(hs_server *s, int listen_fd)
         return -1;
     s->date_second = (time_t)-1;
     s->now_ms = hs_now_ms();
+    s->wake_fd = -1;
     (void)hs_server_tick_date(s);
     return 0;
 }
@@ -560,6 +584,10 @@ HS_API int hs_server_run(hs_server *s)
             if (fd == s->listen_fd) {
                 if (s->listening)
                     hs_server_accept(s);
+                continue;
+            }
+            if (fd == s->wake_fd) {
+                s->on_wake(s);
                 continue;
             }
             hs_conn *c = hs_conns_get(&s->conns, fd, 0);

@@ -49,6 +49,10 @@
 #define HS_CF_PEER_EOF 64u    /* peer closed its side */
 #define HS_CF_ERROR_CLOSE 128u /* closing after an error response: linger */
 #define HS_CF_ANSWERED 256u  /* at least one request was answered on this connection */
+#define HS_CF_STREAMING 512u /* a streaming response owns the connection (hooks below); no timeouts but a stall */
+
+/* While a response streams, input behind it (pipelined requests) waits; more than this closes the connection. */
+#define HS_SERVER_STREAM_INPUT_MAX (64 * 1024)
 
 typedef struct hs_server hs_server;
 
@@ -63,6 +67,9 @@ typedef int (*hs_dynamic_fn)(hs_server *s, hs_conn *c, int method, const hs_rout
                              int nparams, int head_only, int keep_alive);
 /* Called after every wakeup; nonzero asks the loop to stop (drain). */
 typedef int (*hs_wakeup_fn)(hs_server *s);
+/* Streaming hooks (all NULL when the embedder streams nothing): see the fields of hs_server. */
+typedef void (*hs_server_fn)(hs_server *s);
+typedef int (*hs_stream_conn_fn)(hs_server *s, hs_conn *c);
 
 struct hs_server {
     int loop;
@@ -88,6 +95,12 @@ struct hs_server {
     hs_wakeup_fn after_wakeup;
     void *user;
     hs_alog *alog;          /* access log, NULL when off (the embedder opens and closes it) */
+    /* Streaming (HS_CF_STREAMING connections are fed by the embedder): */
+    int wake_fd;            /* registered for reads; readable: call on_wake (-1: none) */
+    hs_server_fn on_wake;   /* flush the connections the embedder queued output on */
+    hs_stream_conn_fn on_stream_flushed; /* after a flush of a streaming connection; 1: the stream
+                                            ended (flag cleared), go on with the connection */
+    hs_stream_conn_fn on_stream_close;   /* a streaming connection is being closed (return ignored) */
     /* counters */
     uint64_t stat_requests;
     uint64_t stat_static;

@@ -21,6 +21,8 @@
  *    the compiled format, serve() opens the file (O_APPEND, once per worker)
  *    and closes it, flushed, when the loop returns; access_log_stats();
  *  - gzip of dynamic responses (hs_compress.c) when configure() gets compression;
+ *  - streaming routes (hs_stream.c): the handler runs in its own thread and
+ *    writes through stream_send()/stream_abort(); the loop flushes;
  *  - serve(fd), request_stop(), stats(), backend().
  * One server per process (module state is global): a worker serves one app.
  */
@@ -77,6 +79,8 @@ static struct {
     PyObject *zero;                 /* the int 0 */
     PyObject *finalize;             /* result -> (status, header block bytes, body bytes) */
     PyObject *on_error;             /* (exc, status, method, path) -> None: logs */
+    char *streaming;                /* per handler: 1 = streaming route (NULL: none) */
+    PyObject *start_stream;         /* (index, req, fd, serial, minor, keep, head_only) -> notify */
     PyObject *method_names[HS_M_COUNT];
     PyObject *empty_str;
     PyObject *empty_bytes;
@@ -302,9 +306,13 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
     return rc;
 }
 
+#include "hs_stream.c"
+
 static int hs_dynamic(hs_server *s, hs_conn *c, int method, const hs_route *route, const hs_span *params, int np,
                       int head_only, int keep)
 {
+    if (HS_UNLIKELY(g.streaming != NULL) && g.streaming[route->handler])
+        return hs_stream_start(s, c, method, route, params, np, head_only, keep);
     PyObject *handler = PyTuple_GET_ITEM(g.handlers, route->handler);
     PyObject *result;
     if (g.takes_request[route->handler]) {
@@ -470,16 +478,18 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     (void)self;
     static char *kwlist[] = {"handlers", "takes_request", "param_names", "request_type", "bad_request",
                              "json_encode", "finalize", "on_error", "max_connections", "max_body",
-                             "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", "compression", NULL};
+                             "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", "streaming",
+                             "start_stream", "compression", NULL};
     PyObject *handlers, *takes, *names, *rtype, *bad, *enc, *fin, *onerr;
-    PyObject *alog_path = Py_None, *alog_ops = NULL, *compression = Py_None;
+    PyObject *alog_path = Py_None, *alog_ops = NULL, *streaming = Py_None, *start_stream = Py_None;
+    PyObject *compression = Py_None;
     int max_connections;
     unsigned long long max_body;
     long long keepalive_ms, recv_ms, drain_ms;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOO", kwlist, &PyTuple_Type, &handlers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOOOO", kwlist, &PyTuple_Type, &handlers,
                                      &PyTuple_Type, &takes, &PyTuple_Type, &names, &PyType_Type, &rtype, &bad,
                                      &enc, &fin, &onerr, &max_connections, &max_body, &keepalive_ms, &recv_ms,
-                                     &drain_ms, &alog_path, &alog_ops, &compression))
+                                     &drain_ms, &alog_path, &alog_ops, &streaming, &start_stream, &compression))
         return NULL;
     if (alog_path != Py_None && !PyUnicode_Check(alog_path)) {
         PyErr_SetString(PyExc_TypeError, "access_log must be a str path, \"-\" (stdout) or None");
@@ -500,18 +510,47 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
         PyErr_SetString(PyExc_ValueError, "limits must be positive");
         return NULL;
     }
+    if (streaming != Py_None && (!PyTuple_Check(streaming) || PyTuple_GET_SIZE(streaming) != n)) {
+        PyErr_SetString(PyExc_TypeError, "streaming must be None or a tuple of bools, one per handler");
+        return NULL;
+    }
+    if (streaming != Py_None && !PyCallable_Check(start_stream)) {
+        PyErr_SetString(PyExc_TypeError, "start_stream must be callable when streaming is given");
+        return NULL;
+    }
     if (hs_slot_offsets((PyTypeObject *)rtype) < 0 || hs_gzip_configure(&g.gz, compression) < 0)
         return NULL;
+    char *stream_flags = NULL;
+    for (Py_ssize_t i = 0; streaming != Py_None && i < n; i++) {
+        int t = PyObject_IsTrue(PyTuple_GET_ITEM(streaming, i));
+        if (t < 0) {
+            PyMem_Free(stream_flags);
+            return NULL;
+        }
+        if (t && !stream_flags && !(stream_flags = (char *)PyMem_Calloc((size_t)n, 1)))
+            return PyErr_NoMemory();
+        if (t)
+            stream_flags[i] = 1;
+    }
     char *flags = (char *)PyMem_Malloc(n ? (size_t)n : 1);
-    if (!flags)
+    if (!flags) {
+        PyMem_Free(stream_flags);
         return PyErr_NoMemory();
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         int t = PyObject_IsTrue(PyTuple_GET_ITEM(takes, i));
         if (t < 0) {
             PyMem_Free(flags);
+            PyMem_Free(stream_flags);
             return NULL;
         }
         flags[i] = (char)t;
+    }
+    PyMem_Free(g.streaming);
+    g.streaming = stream_flags; /* NULL when no route streams: one pointer test per dynamic call */
+    if (stream_flags) {
+        Py_INCREF(start_stream);
+        Py_XSETREF(g.start_stream, start_stream);
     }
     PyMem_Free(g.takes_request);
     g.takes_request = flags;
@@ -573,6 +612,12 @@ static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
             hs_alog_close(&g.alog);
         return NULL;
     }
+    if (hs_stream_open(s) < 0) {
+        hs_server_destroy(s);
+        if (g.alog_path)
+            hs_alog_close(&g.alog);
+        return NULL;
+    }
     if (g.alog_path)
         s->alog = &g.alog;
     s->lim = g.lim;
@@ -590,7 +635,9 @@ static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
     g.running = 1;
     int rc = hs_server_run(s);
     int saved_errno = errno;
-    hs_server_destroy(s);
+    hs_server_destroy(s); /* tells open streams they are closed */
+    g.running = 0;        /* writers still running find their stream gone */
+    hs_stream_close_all();
     if (s->alog) {
         hs_alog_close(&g.alog); /* flushed: every line of this worker is written */
         s->alog = NULL;
@@ -686,6 +733,11 @@ static PyMethodDef hs_methods[] = {
     {"access_log_stats", hs_py_access_log_stats, METH_NOARGS,
      "Access log counters of this process: enabled, lines, dropped, write_errors."},
     {"backend", hs_py_backend, METH_NOARGS, "The event backend compiled in."},
+    {"stream_send", hs_py_stream_send, METH_VARARGS,
+     "stream_send(fd, serial, data, end): queue framed bytes of a stream (end: 0 more, 1 last, 2 last and "
+     "close); returns the bytes pending on its connection, or -1 when the stream is gone."},
+    {"stream_abort", hs_py_stream_abort, METH_VARARGS,
+     "stream_abort(fd, serial): close the stream's connection at once (the body stays incomplete)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -714,7 +766,9 @@ PyMODINIT_FUNC HS_PYINIT(void)
         goto fail;
     if (!g.zero && !(g.zero = PyLong_FromLong(0)))
         goto fail;
-    if (PyModule_AddIntConstant(m, "NUM_BAKED", HS_APP_NUM_BAKED) < 0)
+    if (PyModule_AddIntConstant(m, "NUM_BAKED", HS_APP_NUM_BAKED) < 0 ||
+        PyModule_AddIntConstant(m, "STREAM_HIGH_WATER", HS_STREAM_HIGH_WATER) < 0 ||
+        PyModule_AddIntConstant(m, "STREAM_LOW_WATER", HS_STREAM_LOW_WATER) < 0)
         goto fail;
     return m;
 fail:
