@@ -384,3 +384,69 @@ def test_uncompressed_app_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = app._module._specs[0]  # type: ignore[union-attr]
     assert spec.gzip_variant is None and b"Vary" not in spec.baked
     assert app._configuration["compression"] is None
+
+
+# ---- with middleware and streaming ---------------------------------------------------------
+
+HOOKED_APP = r'''
+from hypersonic import Hypersonic, Response
+
+TEXT = "hooked and compressed " * 200
+
+app = Hypersonic()
+app.compress(min_size=100)
+app.cors(origins=["https://a.example"])          # CORS adds Vary: Origin per request
+
+
+def double(req, response):
+    response.body = response.body + response.body  # an after-hook changes the body
+
+
+app.get("/static-hooked", lambda: TEXT, after=double)   # static with a hook: runs in Python per request
+app.get("/dyn-hooked", lambda req: TEXT, after=double)
+
+
+@app.after
+def stamp(req, response):
+    response.headers.append(("X-After", "1"))
+
+
+@app.get("/stream", streaming=True)
+def stream(req, stream):
+    stream.headers(200, content_type="text/plain")
+    for _ in range(20):
+        stream.write(TEXT)
+'''
+HOOKED_TEXT = ("hooked and compressed " * 200).encode()
+
+
+@pytest.fixture(scope="module", params=["c", "python"])
+def hooked_server(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    env = {"HYPERSONIC_JIT": "0"} if request.param == "python" else {"HYPERSONIC_JIT": "1"}
+    with start_app(HOOKED_APP, tmp_path_factory.mktemp(f"compress-hooked-{request.param}"), env=env) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("path", ["/static-hooked", "/dyn-hooked"])
+def test_compression_applies_after_the_hooks(hooked_server: ServerProcess, path: str) -> None:
+    resp = fetch(hooked_server, path)
+    assert resp.header("content-encoding") == "gzip"
+    assert gzip.decompress(resp.body) == HOOKED_TEXT * 2  # the after-hook's body, compressed
+    assert resp.header("x-after") == "1"
+
+
+def test_cors_vary_and_accept_encoding_merge(hooked_server: ServerProcess) -> None:
+    raw = get("/dyn-hooked", "Accept-Encoding: gzip\r\nOrigin: https://a.example\r\n")
+    resp = request(hooked_server.port, raw)
+    vary = [v.strip().lower() for value in resp.header_all("vary") for v in value.split(",")]
+    assert sorted(vary) == ["accept-encoding", "origin"]
+    assert resp.header("access-control-allow-origin") == "https://a.example"
+    assert resp.header("content-encoding") == "gzip"
+
+
+def test_streaming_responses_are_not_compressed(hooked_server: ServerProcess) -> None:
+    with httpx.Client(base_url=hooked_server.url, timeout=READ_TIMEOUT) as client:
+        resp = client.get("/stream", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in resp.headers
+        assert resp.content == HOOKED_TEXT * 20
