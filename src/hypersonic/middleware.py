@@ -116,8 +116,8 @@ def chain(
             response = coerce(result)
         except Exception as exc:  # noqa: BLE001 - answered 400/500 like a handler's error
             response = _error_response(exc, req, on_error)
-        for hook in afters:
-            replaced = hook(req, response)
+        for after_hook in afters:
+            replaced = after_hook(req, response)
             if replaced is not None:
                 response = coerce(replaced)
         return response

@@ -151,6 +151,8 @@ class Request:
         "_request_id", "_state",
     )
 
+    _request_id: Optional[str]  # set by RequestId.before (hypersonic.middleware)
+
     def __init__(
         self,
         method: str,

@@ -246,7 +246,8 @@ def _digest(parts: List[Tuple[str, Union[str, bytes]]]) -> str:
         raw = data.encode() if isinstance(data, str) else data
         h.update(f"{label}\0{len(raw)}\0".encode())
         h.update(raw)
-    return h.hexdigest()[:KEY_HEX_DIGITS]
+    digest: str = h.hexdigest()
+    return digest[:KEY_HEX_DIGITS]
 
 
 def _source_key(main: str, generated: Mapping[str, str], flags: List[str]) -> str:
