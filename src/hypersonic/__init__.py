@@ -11,11 +11,11 @@ from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Hypersonic
-    from .response import Response
+    from .response import FileResponse, Response
 
-__all__ = ["Hypersonic", "Response", "__version__"]
+__all__ = ["Hypersonic", "Response", "FileResponse", "__version__"]
 
-_LAZY = {"Hypersonic": "app", "Response": "response"}
+_LAZY = {"Hypersonic": "app", "Response": "response", "FileResponse": "response"}
 
 
 def __getattr__(name: str) -> Any:
