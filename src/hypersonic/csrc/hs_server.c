@@ -186,6 +186,7 @@ static HS_SERVER_COLD void hs_server_log(hs_server *s, hs_conn *c, size_t mark, 
             scratch.method = NULL;
         r = &scratch;
     }
+    s->alog->file_body = c->file_left; /* a file body attached by this response (hs_file.c) */
     if (!c->wbuf.data || mark > c->wbuf.len) /* nothing was queued (out of memory) */
         hs_alog_line(s->alog, c->fd, r, "", 0, s->date_second);
     else
