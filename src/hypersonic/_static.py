@@ -45,7 +45,7 @@ from urllib.parse import quote
 from ._encoding import accepts_gzip
 from ._httpdate import http_date
 from .request import BadRequest, Request
-from .response import _MIME, TEXT_PLAIN, OpenFileResponse, PreparedResponse
+from .response import TEXT_PLAIN, OpenFileResponse, PreparedResponse, guess_type
 
 __all__ = ["StaticMount", "BAKE_MAX_FILE", "BAKE_MAX_TOTAL", "GZIP_MIN_SIZE"]
 
@@ -67,6 +67,12 @@ _COMPRESSIBLE = frozenset({
 _TEXTUAL = frozenset({"application/javascript", "application/json", "application/xml", "image/svg+xml",
                       "application/manifest+json"})
 _OCTET = "application/octet-stream"
+# Web types missing from older Pythons' tables (3.8-3.11), so every version answers alike.
+_WEB_TYPES = {
+    ".woff": "font/woff", ".woff2": "font/woff2", ".ttf": "font/ttf", ".otf": "font/otf",
+    ".avif": "image/avif", ".webp": "image/webp", ".md": "text/markdown", ".mjs": "text/javascript",
+    ".js": "text/javascript", ".webmanifest": "application/manifest+json", ".wasm": "application/wasm",
+}
 _O_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _PERCENT_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _BAD_PERCENT_RE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -84,7 +90,9 @@ def content_type_for(name: str) -> str:
     Text types get ``; charset=utf-8``; ``.gz`` files are ``application/gzip``;
     unknown is ``application/octet-stream``.
     """
-    mime, encoding = _MIME.guess_type(name, strict=False)
+    mime, encoding = guess_type(name)
+    if encoding is None:
+        mime = _WEB_TYPES.get(os.path.splitext(name)[1].lower(), mime)
     if encoding == "gzip":
         return "application/gzip"
     if encoding is not None or mime is None:

@@ -198,7 +198,16 @@ def coerce(result: Any) -> Response:
 #: Serialised form of a file body: (status, header_block, fd, offset, length).
 FileResult = Tuple[int, bytes, int, int, int]
 
-_MIME = mimetypes.MimeTypes()  # the standard library's table only: no /etc/mime.types (deterministic)
+_mime_table: Optional[mimetypes.MimeTypes] = None
+
+
+def guess_type(name: str) -> Tuple[Optional[str], Optional[str]]:
+    """(type, encoding) of a file name from the standard library's own table only -- a fresh
+    MimeTypes() ignores /etc/mime.types, so every machine answers alike. Built on first use."""
+    global _mime_table
+    if _mime_table is None:
+        _mime_table = mimetypes.MimeTypes()
+    return _mime_table.guess_type(name, strict=False)
 
 
 class PreparedResponse:
@@ -289,7 +298,7 @@ class FileResponse:
             offset = min(self.offset, info.st_size)
             available = info.st_size - offset
             length = available if self.length is None else min(self.length, available)
-            content_type = self.content_type or _MIME.guess_type(self.path)[0] or "application/octet-stream"
+            content_type = self.content_type or guess_type(self.path)[0] or "application/octet-stream"
             response = Response(None, status=self.status, headers=self.headers, content_type=content_type)
             status, block, _ = finalize(response, security_headers)
         except BaseException:
