@@ -44,6 +44,7 @@ def download(req):
 
 app.static("/static/", {root!r}, max_age=60)
 app.static("/nocache", {root!r}, index=None, gzip=False, etag=False)
+app.static("/static/nested", {root!r} + "/sub")
 """
 
 
@@ -255,6 +256,21 @@ def test_methods_other_than_get_and_head_are_405(server: ServerProcess) -> None:
 def test_routes_of_the_app_win_over_the_mount(server: ServerProcess) -> None:
     assert _get(server, "/static/exact").body == b"exact route"
     assert _get(server, "/static/exact/more").status == 404  # below it: the mount, no such file
+
+
+def test_the_deepest_mount_wins(server: ServerProcess) -> None:
+    assert _get(server, "/static/nested/index.html").body == b"<h1>sub index</h1>\n"
+    assert _get(server, "/static/nested/").body == b"<h1>sub index</h1>\n"
+    assert _get(server, "/static/nested/hello.txt").status == 404  # not in the nested mount's directory
+
+
+def test_static_handler_cannot_return_a_file_response(tmp_path: Path) -> None:
+    from hypersonic import FileResponse, Hypersonic
+
+    app = Hypersonic()
+    app.get("/f", lambda: FileResponse(str(tmp_path)))
+    with pytest.raises(TypeError, match="dynamic=True"):
+        app.compile()
 
 
 def test_file_response_from_a_handler(server: ServerProcess, tree: Path) -> None:
