@@ -322,12 +322,11 @@ def finalize(result: Any, security_headers: Sequence[Tuple[str, str]]) -> Tuple[
     ``(status, header_block, fd, offset, length)`` instead: the server sends
     ``length`` bytes of ``fd`` from ``offset`` and closes ``fd`` (-1: no body).
     """
-    kind = type(result)
-    if kind is PreparedResponse:
+    if isinstance(result, PreparedResponse):
         return result.status, result.block, result.body
-    if kind is OpenFileResponse:
+    if isinstance(result, OpenFileResponse):
         return result.take()
-    if kind is FileResponse:
+    if isinstance(result, FileResponse):
         return result.open(security_headers)
     response = coerce(result)
     body, implied_type = _body_bytes(response.body)
