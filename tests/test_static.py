@@ -584,6 +584,22 @@ def test_access_log_counts_file_bodies(tree: Path, tmp_path: Path) -> None:
     assert lines == [f"200 {size}", "206 10", "200 14"]
 
 
+def test_portable_read_send_path(tree: Path, tmp_path: Path) -> None:
+    """The pread + send path of hs_file.c (macOS, BSD), forced on Linux with -DHS_FILE_NO_SENDFILE."""
+    flags = (os.environ.get("HYPERSONIC_JIT_CFLAGS", "") + " -DHS_FILE_NO_SENDFILE").strip()
+    source = f"from hypersonic import Hypersonic\napp = Hypersonic()\napp.static('/s', {str(tree)!r})\n"
+    with start_app(source, tmp_path / "app", env={"HYPERSONIC_JIT": "1", "HYPERSONIC_JIT_CFLAGS": flags}) as proc:
+        medium = (tree / "medium.bin").read_bytes()
+        assert _get(proc, "/s/medium.bin").body == medium
+        part = _get(proc, "/s/medium.bin", "Range: bytes=1000-200000\r\n")
+        assert part.status == 206 and part.body == medium[1000:200001]
+        sock, reader = connect(proc.port)
+        with sock:
+            sock.sendall(get("/s/huge.bin"))
+            resp = reader.response()
+        assert hashlib.sha256(resp.body).digest() == hashlib.sha256((tree / "huge.bin").read_bytes()).digest()
+
+
 # -- curl ----------------------------------------------------------------------------------
 
 

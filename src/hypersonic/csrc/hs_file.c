@@ -17,7 +17,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#if defined(__linux__)
+/* HS_FILE_NO_SENDFILE (a -D flag) selects the portable path on Linux too (tested that way). */
+#if defined(__linux__) && !defined(HS_FILE_NO_SENDFILE)
 #include <sys/sendfile.h>
 #define HS_FILE_HAVE_SENDFILE 1
 #else
