@@ -54,6 +54,8 @@ def _tree(base: Path) -> Path:
     (root / "noindex").mkdir()
     (root / ".git").mkdir()
     (root / "hello.txt").write_bytes(b"hello, static\n")
+    (root / "changing.txt").write_bytes(b"version 0\n")
+    (root / "removed.txt").write_bytes(b"soon gone\n")
     (root / "index.html").write_bytes(b"<h1>root index</h1>\n")
     (root / "sub" / "index.html").write_bytes(b"<h1>sub index</h1>\n")
     (root / "noindex" / "x.txt").write_bytes(b"x\n")
@@ -427,6 +429,34 @@ def test_names_that_need_encoding_and_new_files(server: ServerProcess, tree: Pat
     finally:
         new.unlink()
     assert _get(server, "/static/missing.txt").status == 404
+
+
+#: Bound on waiting for a baked file's change to be seen (it is checked once a second).
+CHANGE_WAIT_S = 10.0
+
+
+def _poll(server: ServerProcess, target: str, done) -> object:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + CHANGE_WAIT_S
+    resp = _get(server, target)
+    while not done(resp) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        resp = _get(server, target)
+    return resp
+
+
+def test_baked_file_changed_or_removed_on_disk_is_seen(server: ServerProcess, tree: Path) -> None:
+    path = tree / "changing.txt"
+    assert _get(server, "/static/changing.txt").status == 200
+    new = f"version {time.time_ns()}\n".encode()
+    path.write_bytes(new)
+    info = path.stat()
+    resp = _poll(server, "/static/changing.txt", lambda r: r.body == new)
+    assert resp.body == new
+    assert resp.header("etag") == f'"{info.st_size:x}-{info.st_mtime_ns:x}"'
+    removed = tree / "removed.txt"
+    if removed.exists():
+        removed.unlink()
+    assert _poll(server, "/static/removed.txt", lambda r: r.status == 404).status == 404
 
 
 def test_dotfiles_are_not_served(server: ServerProcess) -> None:

@@ -9,8 +9,9 @@ and every regular file up to :data:`BAKE_MAX_FILE` bytes (within
 blocks built, and, with ``gzip=True``, its gzip variant (a fresh ``.gz``
 sibling, or compressed now when that shrinks a compressible type). Such a
 request costs no system call: a dict lookup, the conditional and range
-checks, and a :class:`~hypersonic.response.PreparedResponse`. A baked file is a
-snapshot: changes on disk are picked up by a restart or a SIGHUP reload.
+checks, and a :class:`~hypersonic.response.PreparedResponse`; once a second at
+most, one ``stat`` checks that the file did not change (size and mtime): a
+changed or removed file is dropped from memory and served from disk from then on.
 Every other file (larger, created after compile, or behind a symlinked
 directory) is looked up on disk per request and sent from its descriptor as
 an :class:`~hypersonic.response.OpenFileResponse` (sendfile in the C loop).
@@ -39,6 +40,7 @@ import gzip as gzip_module
 import os
 import re
 import stat
+import time
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
@@ -191,14 +193,23 @@ class _Rep:
 
 
 class _Entry:
-    """A file's representations (gzip None when there is none) and its modification second."""
+    """A file's representations (gzip None when there is none) and its modification second.
 
-    __slots__ = ("identity", "gzip", "mtime")
+    Baked entries also keep what was read (path, size, mtime_ns), the keys they are stored under,
+    and the monotonic second they were last checked against the disk.
+    """
+
+    __slots__ = ("identity", "gzip", "mtime", "path", "size", "mtime_ns", "keys", "checked")
 
     def __init__(self, identity: _Rep, gzip: Optional[_Rep], mtime: int) -> None:
         self.identity = identity
         self.gzip = gzip
         self.mtime = mtime
+        self.path = ""
+        self.size = 0
+        self.mtime_ns = 0
+        self.keys: List[str] = []
+        self.checked = -1
 
 
 class StaticMount:
@@ -277,10 +288,14 @@ class StaticMount:
                     gz_data = packed
                     gz_tag = self._etag_of(info, "-gz")
         entry = self._entry(content_type, info, data, gz_data, gz_tag)
+        entry.path, entry.size, entry.mtime_ns = path, info.st_size, info.st_mtime_ns
+        entry.checked = int(time.monotonic())
         key = "/" + "/".join(segments)
-        self._baked[key] = entry
+        entry.keys.append(key)
         if self.index is not None and segments[-1] == self.index:
-            self._baked[key[: -len(self.index)]] = entry  # "/dir/" (the mount root: "/")
+            entry.keys.append(key[: -len(self.index)])  # "/dir/" (the mount root: "/")
+        for alias in entry.keys:
+            self._baked[alias] = entry
         return len(data) + (len(gz_data) if gz_data else 0)
 
     # -- building responses ------------------------------------------------------
@@ -340,10 +355,27 @@ class StaticMount:
             return None
         return real + ".gz", gz_info
 
+    def _current(self, entry: _Entry) -> bool:
+        """True when a baked entry still describes its file. Checked at most once a second
+        (one stat): a file changed or removed since is dropped and served from disk from now on."""
+        now = int(time.monotonic())
+        if entry.checked == now:
+            return True
+        try:
+            info = os.stat(entry.path)
+        except OSError:
+            info = None
+        if info is None or info.st_mtime_ns != entry.mtime_ns or info.st_size != entry.size:
+            for alias in entry.keys:
+                self._baked.pop(alias, None)
+            return False
+        entry.checked = now
+        return True
+
     def __call__(self, req: Request) -> object:
         rest = req.path[len(self.prefix):]
         entry = self._baked.get(rest) if "%" not in rest else None
-        if entry is not None:
+        if entry is not None and self._current(entry):
             return self._respond(req, entry, None)
         if not rest:
             return self._redirect(req, [])
@@ -360,7 +392,7 @@ class StaticMount:
         trailing = text.endswith("/")
         key = "/" + "/".join(segments) + ("/" if trailing and segments else "")
         entry = self._baked.get(key)
-        if entry is not None:
+        if entry is not None and self._current(entry):
             return self._respond(req, entry, None)
         return self._from_disk(req, segments, trailing)
 
