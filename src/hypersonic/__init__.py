@@ -11,13 +11,14 @@ from ._version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import Hypersonic
-    from .response import Response
+    from .response import FileResponse, Response
     from .sse import SSE
     from .stream import Stream, StreamClosed
 
-__all__ = ["Hypersonic", "Response", "SSE", "Stream", "StreamClosed", "__version__"]
+__all__ = ["Hypersonic", "Response", "FileResponse", "SSE", "Stream", "StreamClosed", "__version__"]
 
-_LAZY = {"Hypersonic": "app", "Response": "response", "SSE": "sse", "Stream": "stream", "StreamClosed": "stream"}
+_LAZY = {"Hypersonic": "app", "Response": "response", "FileResponse": "response", "SSE": "sse", "Stream": "stream",
+         "StreamClosed": "stream"}
 
 
 def __getattr__(name: str) -> Any:

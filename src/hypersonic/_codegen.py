@@ -59,6 +59,7 @@ class RouteSpec:
     # static with app.compress(): the gzip response as (bytes, head_len, date_off), baked right
     # after the identity one (HS_ROUTE_STATIC_GZIP); None: one response for every client
     gzip_variant: Optional[Tuple[bytes, int, int]] = None
+    wildcard: bool = False  # a prefix mount: matches segments + any rest (hs_node.wild_child)
 
 
 def bake_response(status: int, header_block: bytes, body: bytes) -> Tuple[bytes, int, int]:
@@ -113,6 +114,7 @@ class _Node:
     index: int = -1
     children: Dict[str, "_Node"] = field(default_factory=dict)
     param: Optional["_Node"] = None
+    wild: Optional["_Node"] = None
     routes: Dict[int, int] = field(default_factory=dict)  # method index -> route index
 
 
@@ -179,6 +181,11 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
                 node = node.param
             else:
                 node = node.children.setdefault(seg, _Node())
+        if spec.wildcard:
+            has_params = True  # the trie walk (not only the exact table) is needed
+            if node.wild is None:
+                node.wild = _Node()
+            node = node.wild
         node.routes[METHODS.index(spec.method)] = i
     order: List[_Node] = []
     queue = [root]
@@ -189,6 +196,8 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
         queue.extend(node.children[k] for k in sorted(node.children, key=lambda s: (len(s.encode()), s.encode())))
         if node.param is not None:
             queue.append(node.param)
+        if node.wild is not None:
+            queue.append(node.wild)
     child_rows: List[str] = []
     node_rows: List[str] = []
     all_methods: Set[int] = set()
@@ -204,7 +213,7 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
         allow_c = c_string(allow) if node.routes else "NULL"
         node_rows.append(
             f"    {{{first}, {len(keys)}, {node.param.index if node.param else -1}, {1 if node.routes else 0}, "
-            f"{{{per_method}}}, {allow_c}, {len(allow)}u}}, /* node {n} */"
+            f"{{{per_method}}}, {allow_c}, {len(allow)}u, {node.wild.index if node.wild else -1}}}, /* node {n} */"
         )
     out.append(f"#define HS_APP_HAS_PARAMS {1 if has_params else 0}")
     out.append(f"static const hs_child hs_app_children[{max(1, len(child_rows))}] = {{")
@@ -217,7 +226,7 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
     # Exact-path hash table of parameter-free patterns.
     exact: Dict[bytes, int] = {}
     for spec in routes:
-        if not any(s.startswith(":") for s in spec.segments):
+        if not spec.wildcard and not any(s.startswith(":") for s in spec.segments):
             node = root
             for seg in spec.segments:
                 node = node.children[seg]

@@ -115,6 +115,14 @@ def request_accepts_gzip(headers: Iterable[Tuple[bytes, bytes]]) -> bool:
     return accepts_gzip(", ".join(values) if values else None)
 
 
+
+def _has_field(block: bytes, lname: bytes) -> bool:
+    """True when the serialised header block has a field named ``lname`` (lower case)."""
+    for line in _field_lines(block):
+        if line.partition(b":")[0].strip().lower() == lname:
+            return True
+    return False
+
 class Compression:
     """The settings of ``app.compress()`` and the decisions they imply (module docstring).
 
@@ -194,6 +202,10 @@ class Compression:
 
     def negotiate(self, status: int, block: bytes, body: bytes, accepts_gzip: bool) -> Tuple[bytes, bytes]:
         """The (block, body) to send: gzip when allowed, accepted, >= min_size and smaller."""
+        if _has_field(block, b"etag"):
+            # A strong validator names one representation; compressing on the fly would
+            # give two representations one ETag (static files bake their own gzip variant).
+            return block, body
         variants = self.header_variants(status, block)
         if variants is None:
             return block, body
@@ -203,8 +215,13 @@ class Compression:
                 return variants[1], compressed
         return variants[0], body
 
-    def adjust(self, finalized: Tuple[int, bytes, bytes], accepts_gzip: bool) -> Tuple[int, bytes, bytes]:
-        """:meth:`negotiate` over a finalize() result (the C server's Response/tuple path)."""
+    def adjust(self, finalized: Tuple[Any, ...], accepts_gzip: bool) -> Tuple[Any, ...]:
+        """:meth:`negotiate` over a finalize() result (the C server's Response/tuple path).
+
+        A file body (a 5-tuple, FileResponse and static files) is passed through:
+        it is sent from its descriptor, as it is on disk."""
+        if len(finalized) != 3:
+            return finalized
         status, block, body = finalized
         block, body = self.negotiate(status, block, body, accepts_gzip)
         return status, block, body

@@ -58,6 +58,8 @@ BACKEND_NAME = "python"
 READ_SIZE = 65536
 #: Stop answering pipelined requests while this much output waits (as HS_SERVER_OUTPUT_HIGH_WATER).
 OUTPUT_HIGH_WATER = 1024 * 1024
+#: Most bytes one flush sends of a file body before serving other connections (HS_FILE_FLUSH_BUDGET).
+FILE_FLUSH_BUDGET = 4 * 1024 * 1024
 #: Connections accepted per readable event of the listener.
 ACCEPT_BATCH = 64
 #: Longest wait of one loop iteration, seconds (timeouts are checked about once a second).
@@ -93,18 +95,19 @@ def _allow_line(method_indexes: Sequence[int]) -> bytes:
 
 
 class _Node:
-    __slots__ = ("children", "param", "routes")
+    __slots__ = ("children", "param", "wild", "routes")
 
     def __init__(self) -> None:
         self.children: Dict[str, "_Node"] = {}
         self.param: Optional["_Node"] = None
+        self.wild: Optional["_Node"] = None  # prefix mount (hs_node.wild_child)
         self.routes: Dict[int, int] = {}  # method index -> route index
 
 
 class _Conn:
     __slots__ = ("sock", "fd", "rbuf", "wbuf", "req", "head", "decoder", "body", "close_after",
                  "error_close", "linger_until", "started", "last_active", "want_write", "peer_eof",
-                 "answered", "streaming")
+                 "answered", "streaming", "file")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -124,6 +127,7 @@ class _Conn:
         self.peer_eof = False
         self.answered = False  # at least one request answered (HS_CF_ANSWERED)
         self.streaming = False  # a stream owns the connection (HS_CF_STREAMING)
+        self.file: Optional[List[int]] = None  # a file body after wbuf: [fd, offset, left] (hs_file.c)
 
 
 class _StreamRec:
@@ -162,6 +166,10 @@ class PyServerModule(ModuleType):
                     node = node.param
                 else:
                     node = node.children.setdefault(seg, _Node())
+            if spec.wildcard:
+                if node.wild is None:
+                    node.wild = _Node()
+                node = node.wild
             method = METHODS.index(spec.method)
             node.routes[method] = index
             all_methods.append(method)
@@ -334,7 +342,7 @@ class PyServerModule(ModuleType):
         """Nothing in flight: close it now that the server drains. A connection not
         answered yet keeps DRAIN_FRESH_GRACE_SECONDS for its first request
         (HS_SERVER_DRAIN_FRESH_GRACE_MS: its client connected before the stop)."""
-        if conn.started or conn.wbuf or conn.rbuf or conn.streaming:
+        if conn.started or conn.wbuf or conn.file or conn.rbuf or conn.streaming:
             return False
         return conn.answered or self._now - conn.last_active >= DRAIN_FRESH_GRACE_SECONDS
 
@@ -377,6 +385,7 @@ class PyServerModule(ModuleType):
         except (KeyError, ValueError):
             pass
         conn.sock.close()
+        self._release_file(conn)
         self._stats["open_connections"] = len(self._conns)
         if not self._draining and len(self._conns) < self._max_connections:
             self._set_accepting(True)
@@ -393,13 +402,13 @@ class PyServerModule(ModuleType):
                 if now >= conn.linger_until:
                     self._close(conn)
             elif conn.started:
-                if now - conn.started >= self._recv and not conn.wbuf:
+                if now - conn.started >= self._recv and not conn.wbuf and not conn.file:
                     self._error(conn, 408)
                     self._flush(conn)
             elif self._draining:
                 if self._idle_in_drain(conn):
                     self._close(conn)
-            elif not conn.wbuf and now - conn.last_active >= self._keepalive:
+            elif not conn.wbuf and not conn.file and now - conn.last_active >= self._keepalive:
                 self._close(conn)
 
     # -- reading and answering ---------------------------------------------------------
@@ -414,7 +423,7 @@ class PyServerModule(ModuleType):
             return
         if not data:
             conn.peer_eof = True
-            if conn.linger_until or not conn.wbuf or conn.streaming:  # a streaming client left
+            if conn.linger_until or not (conn.wbuf or conn.file) or conn.streaming:  # a streaming client left
                 self._close(conn)
             else:
                 conn.close_after = True
@@ -432,7 +441,8 @@ class PyServerModule(ModuleType):
 
     def _process(self, conn: _Conn, received: bool = False) -> None:
         answered = False
-        while not conn.close_after and not conn.streaming and len(conn.wbuf) < OUTPUT_HIGH_WATER:
+        while (not conn.close_after and not conn.streaming and len(conn.wbuf) < OUTPUT_HIGH_WATER
+               and conn.file is None):
             request = self._parse(conn)
             if request is None:
                 break
@@ -534,17 +544,22 @@ class PyServerModule(ModuleType):
         segments = path[1:].split("/")
 
         def walk(node: _Node, i: int, values: List[str]) -> Optional[Tuple[_Node, List[str]]]:
+            # hs_route_walk: static child, then parameter, then the wildcard (a prefix mount).
             if i == len(segments):
-                return (node, values) if node.routes else None
-            seg = segments[i]
-            child = node.children.get(seg)
-            if child is not None:
-                found = walk(child, i + 1, values)
-                if found is not None:
-                    return found
-            if node.param is not None and seg:
-                return walk(node.param, i + 1, values + [seg])
-            return None
+                if node.routes:
+                    return node, values
+            else:
+                seg = segments[i]
+                child = node.children.get(seg)
+                if child is not None:
+                    found = walk(child, i + 1, values)
+                    if found is not None:
+                        return found
+                if node.param is not None and seg:
+                    found = walk(node.param, i + 1, values + [seg])
+                    if found is not None:
+                        return found
+            return (node.wild, values) if node.wild is not None else None
 
         found = walk(self._root, 0, [])
         return (None, []) if found is None else found
@@ -618,12 +633,13 @@ class PyServerModule(ModuleType):
                 result = handler(request)
             else:
                 result = handler()
-            conn.wbuf += self._serialise(result, req, keep, req.minor_version, head_only)
+            conn.wbuf += self._serialise(result, req, keep, req.minor_version, head_only, conn)
             return keep
         except BaseException as exc:  # noqa: B036 - as the C loop: 500/400, stopping exceptions re-raised later
             return self._handler_failed(conn, exc, method, req, keep, head_only)
 
-    def _serialise(self, result: Any, req: ref.ParsedHead, keep: bool, minor: int, head_only: bool) -> bytes:
+    def _serialise(self, result: Any, req: ref.ParsedHead, keep: bool, minor: int, head_only: bool,
+                   conn: _Conn) -> bytes:
         status = 200
         gz_kind = 0  # hs_compress.c: 0 text, 1 JSON, -1 finalize()
         if type(result) is str:
@@ -638,6 +654,8 @@ class PyServerModule(ModuleType):
         else:
             gz_kind = -1
             finalized = self._finalize(result)
+            if len(finalized) == 5:
+                return self._file_result(finalized, keep, minor, head_only, conn)
             if self._compression is not None:
                 finalized = self._compression[6](finalized, request_accepts_gzip(req.headers))
             status, block, payload = finalized
@@ -667,6 +685,59 @@ class PyServerModule(ModuleType):
                 return gzip_block, compressed
         return identity, payload
 
+    def _file_result(self, final: Tuple[int, bytes, int, int, int], keep: bool, minor: int, head_only: bool,
+                     conn: _Conn) -> bytes:
+        """hs_write_file_result: the head now, the file body (conn.file) once the head is written."""
+        status, block, fd, offset, length = final
+        no_content = status in (204, 304)
+        if not 200 <= status <= 599:
+            if fd >= 0:
+                os.close(fd)
+            raise ValueError(f"status {status} out of range")
+        out = self._begin(status) + block
+        if not no_content:
+            out += b"Content-Length: %d\r\n" % length
+        out += self._connection(keep, minor) + b"\r\n"
+        if fd >= 0:
+            if head_only or no_content or length == 0:
+                os.close(fd)
+            else:
+                conn.file = [fd, offset, length]
+        return out
+
+    @staticmethod
+    def _release_file(conn: _Conn) -> None:
+        if conn.file is not None:
+            fd = conn.file[0]
+            conn.file = None
+            os.close(fd)
+
+    def _send_file(self, conn: _Conn) -> Optional[bool]:
+        """Send the file body: True when done, False when the socket is full (or the budget is
+        used), None after an error (the connection is closed)."""
+        assert conn.file is not None
+        budget = FILE_FLUSH_BUDGET
+        while conn.file[2] > 0:
+            if budget <= 0:
+                return False
+            fd, offset, left = conn.file
+            try:
+                sent = os.sendfile(conn.fd, fd, offset, min(left, budget))
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                self._close(conn)
+                return None
+            if sent == 0:  # the file shrank below the Content-Length sent
+                self._close(conn)
+                return None
+            conn.file[1] += sent
+            conn.file[2] -= sent
+            budget -= sent
+            conn.last_active = self._now
+        self._release_file(conn)
+        return True
+
     def _handler_failed(self, conn: _Conn, exc: BaseException, method: int, req: ref.ParsedHead, keep: bool,
                         head_only: bool) -> bool:
         status = 500
@@ -691,17 +762,22 @@ class PyServerModule(ModuleType):
             self._flush_once(conn)  # the stream ended: close, or go on with pipelined requests
 
     def _flush_once(self, conn: _Conn) -> None:
-        if conn.wbuf:
+        if conn.wbuf or conn.file is not None:
             self._stats["writes"] += 1
+            sent = 0
             try:
-                sent = conn.sock.send(conn.wbuf)
+                if conn.wbuf:
+                    sent = conn.sock.send(conn.wbuf)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
                 self._close(conn)
                 return
             del conn.wbuf[:sent]
-            if conn.wbuf:
+            if not conn.wbuf and conn.file is not None:
+                if self._send_file(conn) is None:  # after the head: the file body
+                    return
+            if conn.wbuf or conn.file is not None:
                 if sent:
                     conn.last_active = self._now
                 if not conn.want_write:

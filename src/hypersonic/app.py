@@ -28,7 +28,9 @@ from ._codegen import METHODS, RouteSpec
 from ._compress import DEFAULT_LEVEL, DEFAULT_MIN_SIZE, DEFAULT_TYPES, Compression
 from .middleware import AfterHook, BeforeHook, Cors, RequestId, chain, chain_streaming, hook_tuple
 from .request import BadRequest, Request
-from .response import APPLICATION_JSON, TEXT_PLAIN, Response, _normalize_headers, coerce, finalize, json_chunks
+from ._static import StaticMount
+from .response import (APPLICATION_JSON, TEXT_PLAIN, FileResponse, Response, _normalize_headers, coerce, finalize,
+                       json_chunks)
 
 __all__ = ["Hypersonic", "DEFAULT_SECURITY_HEADERS", "DEFAULT_MAX_REQUEST_SIZE"]
 
@@ -69,6 +71,7 @@ class _Route:
     after: Tuple[AfterHook, ...] = ()
     global_hooks: bool = True  # False: app.before()/after() hooks skip this route (health/ready probes)
     streaming: bool = False
+    wildcard: bool = False  # a prefix mount (app.static): matches every path below `segments`
 
 
 @dataclass
@@ -314,6 +317,52 @@ class Hypersonic:
                        hooks[0], hooks[1], global_hooks, streaming)
         self._routes[key] = route
         return route
+
+    def static(self, prefix: str, directory: Union[str, "os.PathLike[str]"], *, max_age: Optional[int] = None,
+               index: Optional[str] = "index.html", etag: bool = True, gzip: bool = True,
+               dotfiles: bool = False) -> None:
+        """Serve the files under ``directory`` at every path below ``prefix`` (GET and HEAD).
+
+        max_age: seconds for ``Cache-Control: public, max-age=N``; None sends
+        ``Cache-Control: no-cache`` (always revalidate, answered 304 cheaply).
+        index: file served for a directory requested with a trailing slash
+        (None: directories are 404; there are no listings).
+        etag: send ETag and honour If-None-Match/If-Range with it.
+        gzip: serve a fresh ``name.gz`` sibling, or a compile-time gzip of a
+        small compressible file, to clients that accept gzip.
+        dotfiles: serve names starting with "." (default: 404).
+        Routes registered on the app win over the mount. Small files are read
+        at compile(); see docs/STATIC.md. Raises TypeError/ValueError naming the
+        bad argument; a missing directory raises ValueError at compile().
+        """
+        if self._module is not None:
+            raise RuntimeError("routes cannot be added after compile()")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory must be a path (str or os.PathLike), not {type(directory).__name__}")
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)):
+            raise TypeError(f"max_age must be an int number of seconds or None, not {type(max_age).__name__}")
+        if max_age is not None and max_age < 0:
+            raise ValueError(f"max_age must be >= 0, got {max_age!r}")
+        if index is not None and (not isinstance(index, str) or not index or "/" in index or index in (".", "..")):
+            raise ValueError(f"index must be a file name (no '/') or None, got {index!r}")
+        for name, flag in (("etag", etag), ("gzip", gzip), ("dotfiles", dotfiles)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        normalized = prefix.rstrip("/")
+        segments, names = self._parse_path(normalized or "/")
+        if names:
+            raise ValueError(f"prefix {prefix!r}: a static mount cannot have ':' parameters")
+        segments = segments if normalized else ()
+        if "" in segments:
+            raise ValueError(f"prefix {prefix!r} has an empty segment")
+        key = ("GET", segments + ("/",))  # "/" is never a segment: the mount's own key
+        if key in self._routes:
+            raise ValueError(f"duplicate static mount at {prefix!r}")
+        mount = StaticMount(normalized, os.fspath(directory), max_age=max_age, index=index, etag=etag, gzip=gzip,
+                            dotfiles=dotfiles)
+        self._routes[key] = _Route("GET", normalized or "/", segments, (), mount, True, True, wildcard=True)
 
     def get(self, path: str, handler: Optional[H] = None, *, dynamic: bool = False, before: Hooks = None,
             after: Hooks = None, streaming: bool = False) -> Any:
@@ -567,7 +616,9 @@ class Hypersonic:
             before, after = self._hooks_for(route)
             static = not route.dynamic
             spec = RouteSpec(method=route.method, pattern=route.path, segments=route.segments,
-                             static=static and not (before or after))
+                             static=static and not (before or after), wildcard=route.wildcard)
+            if isinstance(route.handler, StaticMount):
+                route.handler.prepare(self.security_headers)
             result: Any = None
             if static:
                 result = self._static_result(route)
@@ -648,6 +699,9 @@ class Hypersonic:
                 f"static handler for {route.method} {route.path} returned None; return str, bytes, dict, "
                 "list, Response or (status, headers, body)"
             )
+        if isinstance(result, FileResponse):
+            raise TypeError(f"static handler for {route.method} {route.path} returned a FileResponse; "
+                            "register it with dynamic=True (files are streamed per request)")
         try:
             response = coerce(result)
         except (TypeError, ValueError) as exc:
@@ -679,7 +733,8 @@ class Hypersonic:
                 return Response(None, status=204, headers={"Allow": allow})
 
             extra.append(_Route("OPTIONS", first.path, first.segments, first.param_names, plain_options,
-                                False, True, global_hooks=all(r.global_hooks for r in routes)))
+                                False, True, global_hooks=all(r.global_hooks for r in routes),
+                                wildcard=first.wildcard))
         return extra
 
     def _finalize(self, result: Any) -> Tuple[int, bytes, bytes]:

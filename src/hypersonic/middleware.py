@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 from ._status import reason_phrase, status_has_no_body
 from .request import BadRequest, Request
-from .response import Response, _body_bytes, coerce
+from .response import (FileResponse, OpenFileResponse, PreparedResponse, Response, _body_bytes, _normalize_headers,
+                       coerce)
 
 __all__ = ["BeforeHook", "AfterHook", "hook_tuple", "chain", "chain_streaming", "RequestId", "Cors", "add_vary"]
 
@@ -113,17 +114,53 @@ def chain(
                 else:
                     assert handler is not None
                     result = handler(req) if takes_request else handler()
-            response = coerce(result)
+            response = _hookable(result)
         except Exception as exc:  # noqa: BLE001 - answered 400/500 like a handler's error
             response = _error_response(exc, req, on_error)
         for after_hook in afters:
             replaced = after_hook(req, response)
             if replaced is not None:
-                response = coerce(replaced)
-        return response
+                response = _hookable(replaced)
+        return response.finish() if isinstance(response, _PreparedHeaders) else response
 
     run.__qualname__ = f"hooks({getattr(handler, '__qualname__', 'static response')})"
     return run
+
+
+class _PreparedHeaders:
+    """What after-hooks see of a static-file answer (its header block is already
+    serialised): ``status`` and a ``headers`` list of fields to add, which
+    :meth:`finish` appends to the block. There is no ``body`` to change."""
+
+    __slots__ = ("status", "headers", "content_type", "_result")
+
+    def __init__(self, result: Union[PreparedResponse, OpenFileResponse]) -> None:
+        self._result = result
+        self.status = result.status
+        self.headers: List[Tuple[str, str]] = []
+        self.content_type: Optional[str] = None
+
+    def finish(self) -> Union[PreparedResponse, OpenFileResponse]:
+        """The original answer with the added fields in its block."""
+        if not self.headers:
+            return self._result
+        extra = "".join(f"{n}: {v}\r\n" for n, v in _normalize_headers(self.headers)).encode("latin-1")
+        result = self._result
+        if isinstance(result, PreparedResponse):  # shared by every request for a baked file: copy
+            return PreparedResponse(result.status, result.block + extra, result.body)
+        result.block += extra  # an open file: made for this request
+        return result
+
+
+def _hookable(result: Any) -> Any:
+    """The object after-hooks get for a result: a Response (any handler result),
+    the FileResponse itself (headers changeable, no body) or, for an internal
+    static-file answer, a :class:`_PreparedHeaders`."""
+    if isinstance(result, (Response, FileResponse)):
+        return result
+    if isinstance(result, (PreparedResponse, OpenFileResponse)):
+        return _PreparedHeaders(result)
+    return coerce(result)
 
 
 def chain_streaming(handler: Callable[..., Any], before: Sequence[BeforeHook],

@@ -6,7 +6,9 @@ A handler (static or dynamic) may return:
 * ``bytes`` (or ``bytearray``/``memoryview``) -> 200, ``text/plain; charset=utf-8``;
 * ``dict`` or ``list`` -> 200, ``application/json`` (compact, UTF-8);
 * :class:`Response` -> its status, headers, body and content type;
-* a tuple ``(status, headers, body)`` -> like ``Response(body, status, headers)``.
+* a tuple ``(status, headers, body)`` -> like ``Response(body, status, headers)``;
+* :class:`FileResponse` -> (part of) a file, sent by the server loop from the
+  file descriptor (sendfile(2) on Linux) without reading it into memory.
 
 The C loop serialises ``str``/``bytes``/``dict``/``list`` itself (the fast
 path); :class:`Response` and tuples go through :func:`finalize`, which is also
@@ -16,12 +18,15 @@ what ``compile()`` uses to bake static routes, so both paths agree.
 from __future__ import annotations
 
 import json
+import mimetypes
+import os
 import re
+import stat
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._status import MAX_STATUS, MIN_STATUS, status_has_no_body
 
-__all__ = ["Response", "HeadersArg", "finalize", "encode_json", "TEXT_PLAIN", "APPLICATION_JSON"]
+__all__ = ["Response", "FileResponse", "HeadersArg", "finalize", "encode_json", "TEXT_PLAIN", "APPLICATION_JSON"]
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 APPLICATION_JSON = "application/json"
@@ -199,14 +204,139 @@ def coerce(result: Any) -> Response:
     )
 
 
-def finalize(result: Any, security_headers: Sequence[Tuple[str, str]]) -> Tuple[int, bytes, bytes]:
+#: Serialised form of a file body: (status, header_block, fd, offset, length).
+FileResult = Tuple[int, bytes, int, int, int]
+
+_mime_table: Optional[mimetypes.MimeTypes] = None
+
+
+def guess_type(name: str) -> Tuple[Optional[str], Optional[str]]:
+    """(type, encoding) of a file name from the standard library's own table only -- a fresh
+    MimeTypes() ignores /etc/mime.types, so every machine answers alike. Built on first use."""
+    global _mime_table
+    if _mime_table is None:
+        _mime_table = mimetypes.MimeTypes()
+    return _mime_table.guess_type(name, strict=False)
+
+
+class PreparedResponse:
+    """A response whose header block is already serialised (internal: static files).
+
+    ``block`` holds the field lines (each ending CRLF), security headers
+    included; the server adds Date, Content-Length and Connection.
+    """
+
+    __slots__ = ("status", "block", "body")
+
+    def __init__(self, status: int, block: bytes, body: bytes) -> None:
+        self.status = status
+        self.block = block
+        self.body = body
+
+
+class OpenFileResponse:
+    """A file body on an already open descriptor (internal: static files).
+
+    The server owns ``fd`` once :func:`finalize` hands it over (it closes it
+    when the body is sent or the connection closes); if never handed over, it is
+    closed when this object is collected.
+    """
+
+    __slots__ = ("status", "block", "fd", "offset", "length")
+
+    def __init__(self, status: int, block: bytes, fd: int, offset: int, length: int) -> None:
+        self.status = status
+        self.block = block
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def take(self) -> FileResult:
+        """The serialised result; the descriptor now belongs to the caller."""
+        fd, self.fd = self.fd, -1
+        return self.status, self.block, fd, self.offset, self.length
+
+    def __del__(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+class FileResponse:
+    """A response whose body is a file (or a byte range of it), streamed by the server.
+
+    ``FileResponse(path, status=200, headers=None, content_type=None, *, offset=0, length=None)``
+
+    The file is opened when the response is serialised; the server sends it
+    from the descriptor (sendfile(2) on Linux, read+send elsewhere) without
+    loading it into memory and closes it when done. content_type defaults to
+    the standard library's guess from the file name (``application/octet-stream``
+    when unknown). offset/length select a part (length None: to the end).
+    Sets no validators or caching headers: :meth:`Hypersonic.static` does
+    (ETag, conditionals, ranges). A missing or non-regular file is a 500.
+    """
+
+    __slots__ = ("path", "status", "headers", "content_type", "offset", "length")
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], status: int = 200, headers: HeadersArg = None,
+                 content_type: Optional[str] = None, *, offset: int = 0, length: Optional[int] = None) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+        for name, value in (("offset", offset), ("length", length)):
+            if value is None and name == "length":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        shape = Response(None, status=status, headers=headers, content_type=content_type)
+        self.path = os.fspath(path)
+        self.status = shape.status
+        self.headers = shape.headers
+        self.content_type = content_type
+        self.offset = offset
+        self.length = length
+
+    def open(self, security_headers: Sequence[Tuple[str, str]]) -> FileResult:
+        """Open the file and serialise: ``(status, header_block, fd, offset, length)``; the caller owns fd."""
+        fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"FileResponse: {self.path!r} is not a regular file")
+            offset = min(self.offset, info.st_size)
+            available = info.st_size - offset
+            length = available if self.length is None else min(self.length, available)
+            content_type = self.content_type or guess_type(self.path)[0] or "application/octet-stream"
+            response = Response(None, status=self.status, headers=self.headers, content_type=content_type)
+            status, block, _ = finalize(response, security_headers)
+        except BaseException:
+            os.close(fd)
+            raise
+        if status_has_no_body(status):
+            os.close(fd)
+            fd, length = -1, 0
+        return status, block, fd, offset, length
+
+
+def finalize(result: Any, security_headers: Sequence[Tuple[str, str]]) -> Tuple[Any, ...]:
     """Serialise a handler result to ``(status, header_block, body)``.
 
     header_block holds every field line (each ending CRLF) except ``Date``,
     ``Content-Length`` and ``Connection``, which the server adds: Content-Type,
     then the security headers not overridden by the handler, then the
     handler's headers. body is empty for 204 and 304.
+
+    A file body (:class:`FileResponse`) serialises to
+    ``(status, header_block, fd, offset, length)`` instead: the server sends
+    ``length`` bytes of ``fd`` from ``offset`` and closes ``fd`` (-1: no body).
     """
+    if isinstance(result, PreparedResponse):
+        return result.status, result.block, result.body
+    if isinstance(result, OpenFileResponse):
+        return result.take()
+    if isinstance(result, FileResponse):
+        return result.open(security_headers)
     response = coerce(result)
     body, implied_type = _body_bytes(response.body)
     content_type = response.content_type if response.content_type is not None else implied_type

@@ -337,7 +337,7 @@ HS_API void hs_alog_line(hs_alog *a, int fd, const hs_request *r, const char *re
         if (duration_us < 0)
             duration_us = 0;
     }
-    size_t body_bytes = a->need_body ? hs_alog_body_bytes(resp, resp_len) : 0;
+    size_t body_bytes = (a->need_body ? hs_alog_body_bytes(resp, resp_len) : 0) + (size_t)a->file_body;
     for (int i = 0; i < a->nops; i++) {
         const hs_alog_op *op = &a->ops[i];
         switch (op->kind) {
@@ -388,7 +388,7 @@ HS_API void hs_alog_line(hs_alog *a, int fd, const hs_request *r, const char *re
                 hs_alog_put(&o, "-", 1);
             break;
         case HS_ALOG_BYTES_SENT:
-            hs_alog_put_u64(&o, resp_len);
+            hs_alog_put_u64(&o, resp_len + a->file_body);
             break;
         case HS_ALOG_BODY_BYTES:
             hs_alog_put_u64(&o, body_bytes);

@@ -85,6 +85,8 @@ typedef struct hs_alog {
     hs_alog_peer *peers;
     size_t npeers;
     int64_t wake_us;              /* monotonic time of the loop's current wakeup */
+    uint64_t file_body;           /* set by the caller before hs_alog_line: bytes of a file body sent
+                                     after the queued response (hs_file.c), counted as body bytes */
     time_t time_second;           /* second of time_local/time_iso */
     char time_local[HS_ALOG_TIME_MAX];
     size_t time_local_len;

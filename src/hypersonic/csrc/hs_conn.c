@@ -56,6 +56,9 @@ HS_API void hs_conn_reset(hs_conn *c, int fd)
     c->last_active_ms = 0;
     c->head_started_ms = 0;
     c->flags = 0;
+    c->file_fd = -1; /* the owner released any file body before reusing the slot */
+    c->file_off = 0;
+    c->file_left = 0;
     c->fd = fd;
     c->rbuf = rbuf;
     c->rbuf.len = 0;

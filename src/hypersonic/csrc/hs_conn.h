@@ -61,6 +61,9 @@ typedef struct hs_conn {
     int64_t last_active_ms;/* owner's bookkeeping (timeouts) */
     int64_t head_started_ms;
     unsigned flags;        /* owner's bookkeeping */
+    int file_fd;           /* a file body to send once wbuf drained (hs_file.c), or -1 */
+    uint64_t file_off;     /* its next byte */
+    uint64_t file_left;    /* its bytes not yet sent */
 } hs_conn;
 
 /* Reset c for a new connection on fd, keeping allocated buffers for reuse. */
@@ -87,8 +90,8 @@ HS_API int hs_conn_queue(hs_conn *c, const void *data, size_t n);
 /* Write queued bytes until done or the socket is full. HS_FLUSH_*. */
 HS_API int hs_conn_flush(hs_conn *c);
 
-/* Bytes queued and not yet written. */
-static inline size_t hs_conn_pending(const hs_conn *c) { return c->wbuf.len - c->wpos; }
+/* Bytes queued and not yet written (the write queue, then a file body). */
+static inline size_t hs_conn_pending(const hs_conn *c) { return c->wbuf.len - c->wpos + (size_t)c->file_left; }
 
 /*
  * A table of connections indexed by fd, grown on demand (fds are small

@@ -63,34 +63,39 @@ HS_API int hs_route_child(const hs_node *node, const char *seg, size_t n)
     return -1;
 }
 
-/* Match path[pos..len) below node; depth-first, static before parameter. */
+/* Match path[pos..len) below node; depth-first: static child, then parameter, then wildcard. */
 HS_API int hs_route_walk(int node_index, const char *path, size_t pos, size_t len, hs_span *params,
                          int nparams, int *out_nparams)
 {
     const hs_node *node = &hs_app_nodes[node_index];
     if (pos == len) {
-        if (!node->has_routes)
-            return -1;
-        *out_nparams = nparams;
-        return node_index;
-    }
-    if (path[pos] != '/')
-        return -1;
-    size_t start = pos + 1, end = start;
-    while (end < len && path[end] != '/')
-        end++;
-    if (node->child_count) {
-        int child = hs_route_child(node, path + start, end - start);
-        if (child >= 0) {
-            int found = hs_route_walk(child, path, end, len, params, nparams, out_nparams);
+        if (node->has_routes) {
+            *out_nparams = nparams;
+            return node_index;
+        }
+    } else if (path[pos] == '/') {
+        size_t start = pos + 1, end = start;
+        while (end < len && path[end] != '/')
+            end++;
+        if (node->child_count) {
+            int child = hs_route_child(node, path + start, end - start);
+            if (child >= 0) {
+                int found = hs_route_walk(child, path, end, len, params, nparams, out_nparams);
+                if (found >= 0)
+                    return found;
+            }
+        }
+        if (node->param_child >= 0 && end > start && nparams < HS_MAX_PARAMS) {
+            params[nparams].p = path + start;
+            params[nparams].len = end - start;
+            int found = hs_route_walk(node->param_child, path, end, len, params, nparams + 1, out_nparams);
             if (found >= 0)
                 return found;
         }
     }
-    if (node->param_child >= 0 && end > start && nparams < HS_MAX_PARAMS) {
-        params[nparams].p = path + start;
-        params[nparams].len = end - start;
-        return hs_route_walk(node->param_child, path, end, len, params, nparams + 1, out_nparams);
+    if (node->wild_child >= 0) { /* a prefix mount takes whatever rest nothing else matched */
+        *out_nparams = nparams;
+        return node->wild_child;
     }
     return -1;
 }

@@ -14,6 +14,10 @@
  * over the sorted children), then the parameter child, backtracking when the
  * rest of the path does not match, so static segments always win over
  * parameters. A parameter matches exactly one non-empty segment.
+ * A node may also have a wildcard child (a prefix mount, e.g. the static files
+ * of app.static("/static", ...)): it matches whatever rest of the path the
+ * static and parameter children could not ("", "/", "/a/b/c"), so every route
+ * registered by the app wins over the mount, and the deepest mount wins.
  */
 #ifndef HS_ROUTER_H
 #define HS_ROUTER_H
@@ -73,6 +77,7 @@ typedef struct hs_node {
     int16_t route[HS_M_COUNT]; /* route index per method, or -1 */
     const char *allow;  /* "Allow: ...\r\n" field line: registered methods, HEAD with GET, OPTIONS */
     uint32_t allow_len;
+    int wild_child;     /* node of a prefix mount below this node (matches any rest), or -1 */
 } hs_node;
 
 /* One slot of the open-addressing table of parameter-free patterns. */

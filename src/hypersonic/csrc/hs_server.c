@@ -3,7 +3,10 @@
  *
  * Must be included after the generated hs_app.h (route table, baked responses,
  * status lines, security header blocks) and after hs_parser.c, hs_conn.c,
- * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c and hs_accept.c.
+ * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c, hs_accept.c and
+ * hs_file.c. A response may end in a file body (c->file_fd, hs_file.c): it is
+ * sent after the write queue, and no further pipelined request is answered
+ * until it is.
  *
  * Theory of operation. One wait returns up to HS_SERVER_EVENT_BATCH ready
  * descriptors; each gets exactly one treatment:
@@ -123,6 +126,7 @@ static void hs_server_close(hs_server *s, hs_conn *c)
         (void)s->on_stream_close(s, c); /* tells the stream's writer it is gone */
     if (!s->is_epoll)
         (void)hs_ev_del(s->loop, c->fd); /* epoll forgets a closed fd by itself */
+    hs_file_release(c);
     if (close(c->fd) < 0 && errno != EINTR) {
         /* EBADF/EIO: the descriptor is released either way; nothing to retry */
     }
@@ -196,6 +200,7 @@ static HS_SERVER_COLD void hs_server_log(hs_server *s, hs_conn *c, size_t mark, 
             scratch.method = NULL;
         r = &scratch;
     }
+    s->alog->file_body = c->file_left; /* a file body attached by this response (hs_file.c) */
     if (!c->wbuf.data || mark > c->wbuf.len) /* nothing was queued (out of memory) */
         hs_alog_line(s->alog, c->fd, r, "", 0, s->date_second);
     else
@@ -302,7 +307,7 @@ static void hs_server_process(hs_server *s, hs_conn *c, int received)
     hs_alog *const alog = s->alog; /* fixed while the loop runs */
     c->flags &= ~HS_CF_MORE;
     while (!(c->flags & (HS_CF_CLOSE_AFTER | HS_CF_LINGER | HS_CF_STREAMING))) {
-        if (hs_conn_pending(c) >= HS_SERVER_OUTPUT_HIGH_WATER) {
+        if (hs_conn_pending(c) >= HS_SERVER_OUTPUT_HIGH_WATER || c->file_fd >= 0) {
             if (c->rbuf.len)
                 c->flags |= HS_CF_MORE;
             break;
@@ -349,6 +354,8 @@ static void hs_server_flush(hs_server *s, hs_conn *c)
         size_t before = hs_conn_pending(c);
         s->stat_writes++;
         int r = hs_conn_flush(c);
+        if (r == HS_FLUSH_DONE && c->file_fd >= 0)
+            r = hs_file_flush(c);
         if (r == HS_FLUSH_ERROR) {
             hs_server_close(s, c);
             return;

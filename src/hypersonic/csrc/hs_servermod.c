@@ -47,6 +47,7 @@
 #include "hs_router.c"
 #include "hs_date.c"
 #include "hs_response.c"
+#include "hs_file.c"
 #include "hs_accesslog.c"
 #include "hs_compress.c"
 
@@ -221,6 +222,40 @@ static int hs_handler_failed(hs_server *s, hs_conn *c, int method, int head_only
                           head_only);
 }
 
+/*
+ * Queue a file-body result of finalize(): (status, header block, fd, offset,
+ * length). The connection takes fd (closed here when no body is sent). 0, -1
+ * when nothing could be queued (out of memory), -2 with a Python exception
+ * when the tuple is malformed (nothing queued; fd closed if it was an int).
+ */
+static int hs_write_file_result(hs_server *s, hs_conn *c, PyObject *tuple, int head_only, int keep)
+{
+    long status = PyLong_AsLong(PyTuple_GET_ITEM(tuple, 0));
+    int fd = (int)PyLong_AsLong(PyTuple_GET_ITEM(tuple, 2));
+    unsigned long long off = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(tuple, 3));
+    unsigned long long len = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(tuple, 4));
+    PyObject *block = PyTuple_GET_ITEM(tuple, 1);
+    if (PyErr_Occurred() || !PyBytes_Check(block) || status < 200 || status > HS_STATUS_MAX) {
+        if (fd >= 0)
+            (void)close(fd);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "finalize() file result must be (int, bytes, fd, offset, length)");
+        return -2;
+    }
+    int no_content = status == 204 || status == 304;
+    if (hs_resp_begin(c, (int)status, s->date) < 0 ||
+        hs_conn_queue(c, PyBytes_AS_STRING(block), (size_t)PyBytes_GET_SIZE(block)) < 0 ||
+        (!no_content && hs_resp_content_length(c, (size_t)len) < 0) ||
+        hs_resp_connection(c, keep, c->req.minor_version) < 0 || hs_conn_queue(c, "\r\n", 2) < 0) {
+        if (fd >= 0)
+            (void)close(fd);
+        return -1;
+    }
+    if (fd >= 0)
+        hs_file_attach(c, fd, (uint64_t)off, (head_only || no_content) ? 0 : (uint64_t)len);
+    return 0;
+}
+
 static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_only, int keep)
 {
     const char *block, *body;
@@ -271,6 +306,11 @@ static int hs_write_result(hs_server *s, hs_conn *c, PyObject *result, int head_
         }
         if (!tmp)
             return -2;
+        if (PyTuple_Check(tmp) && PyTuple_GET_SIZE(tmp) == 5) { /* a file body (FileResponse) */
+            int rc = hs_write_file_result(s, c, tmp, head_only, keep);
+            Py_DECREF(tmp);
+            return rc;
+        }
         if (!PyTuple_Check(tmp) || PyTuple_GET_SIZE(tmp) != 3 || !PyLong_Check(PyTuple_GET_ITEM(tmp, 0)) ||
             !PyBytes_Check(PyTuple_GET_ITEM(tmp, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(tmp, 2))) {
             Py_DECREF(tmp);
