@@ -254,7 +254,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup = 2, 1.0, 0.5
+        args.rounds, args.duration, args.warmup = 2, 1.0, 1.0
     return args
 
 

@@ -766,8 +766,8 @@ class PyServerModule(ModuleType):
             self._stats["writes"] += 1
             sent = 0
             try:
-                if conn.wbuf:
-                    sent = conn.sock.send(conn.wbuf)
+                if conn.wbuf:  # MSG_MORE before a file body: head and file share a segment (hs_conn_flush)
+                    sent = conn.sock.send(conn.wbuf, _MSG_MORE if conn.file is not None else 0)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -948,6 +948,9 @@ class PyServerModule(ModuleType):
 
 def _no_stream_starter(*_args: Any) -> Callable[[int], None]:
     raise RuntimeError("a streaming route was configured without start_stream")
+
+
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
 def _native_demanded() -> bool:

@@ -236,8 +236,15 @@ HS_API int hs_conn_queue(hs_conn *c, const void *data, size_t n)
 
 HS_API int hs_conn_flush(hs_conn *c)
 {
+    /* A file body follows the queued head: MSG_MORE lets the kernel put the head and the
+     * first file bytes in one segment (as TCP_CORK would), instead of a lone small one. */
+    int flags = HS_SEND_FLAGS;
+#ifdef MSG_MORE
+    if (c->file_fd >= 0)
+        flags |= MSG_MORE;
+#endif
     while (c->wpos < c->wbuf.len) {
-        ssize_t n = send(c->fd, c->wbuf.data + c->wpos, c->wbuf.len - c->wpos, HS_SEND_FLAGS);
+        ssize_t n = send(c->fd, c->wbuf.data + c->wpos, c->wbuf.len - c->wpos, flags);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
