@@ -450,3 +450,18 @@ def test_streaming_responses_are_not_compressed(hooked_server: ServerProcess) ->
         resp = client.get("/stream", headers={"Accept-Encoding": "gzip"})
         assert "content-encoding" not in resp.headers
         assert resp.content == HOOKED_TEXT * 20
+
+
+def test_response_with_etag_is_not_compressed_on_the_fly(tmp_path) -> None:
+    """One strong validator must not name two representations (RFC 9110 8.8.3)."""
+    from hypersonic._compress import Compression
+
+    compression = Compression(min_size=10, level=6)
+    block = b"Content-Type: text/plain; charset=utf-8\r\nETag: \"v1\"\r\n"
+    body = b"compressible " * 100
+    assert compression.negotiate(200, block, body, True) == (block, body)
+    plain = b"Content-Type: text/plain; charset=utf-8\r\n"
+    out_block, out_body = compression.negotiate(200, plain, body, True)
+    assert b"Content-Encoding: gzip" in out_block and len(out_body) < len(body)
+    file_result = (200, plain, 7, 0, 100)
+    assert compression.adjust(file_result, True) == file_result
