@@ -37,13 +37,10 @@ import datetime as dt
 import gzip
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional
-
-import h11
 
 import run as bench
 from run import CellResult, Scenario, ServerSpec
@@ -163,47 +160,14 @@ def check(server: bench.RunningServer, scenario: Scenario) -> str:
 
 def run_scenario(scenario: Scenario, specs: list[ServerSpec], args: argparse.Namespace,
                  scratch_root: Path) -> tuple[list[CellResult], dict[str, str]]:
-    """Start, check, warm up and measure every server of ``scenario``."""
-    cells = {spec.name: CellResult(spec.name, scenario.name) for spec in specs}
+    """bench/run.py's start-check-warm-measure, with this file's check; also the encodings seen."""
     encodings: dict[str, str] = {}
-    running: list[bench.RunningServer] = []
-    try:
-        for spec in specs:
-            if scenario.name in spec.skip_scenarios:
-                cells[spec.name].failure = "n/a"
-                continue
-            try:
-                server = bench.start_server(spec, scratch_root / scenario.name)
-            except (RuntimeError, OSError) as exc:
-                cells[spec.name].failure = f"did not start: {str(exc).splitlines()[0]}"
-                bench.log(f"{scenario.name}: {spec.name}: {exc}")
-                continue
-            try:
-                encodings[spec.name] = check(server, scenario)
-            except (ValueError, OSError, h11.ProtocolError) as exc:
-                cells[spec.name].failure = f"wrong answer: {exc}"
-                bench.log(f"{scenario.name}: {spec.name}: check failed: {exc}")
-                bench.stop_server(server)
-                continue
-            running.append(server)
-        for server in running:
-            bench.run_wrk(server.port, scenario, args.warmup)
-        for round_index in range(args.rounds):
-            for server in running:
-                cell = cells[server.spec.name]
-                try:
-                    result = bench.measure_round(server, scenario, args.duration)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    cell.failure = f"wrk failed: {str(exc).splitlines()[0]}"
-                    continue
-                cell.rounds.append(result)
-                bench.log(f"{scenario.name} round {round_index + 1}/{args.rounds} {server.spec.name}: "
-                          f"{result.rps:,.0f} req/s, {result.cpu_us_per_request:.2f} us CPU/req, "
-                          f"errors {result.errors}, non-2xx {result.non2xx}")
-    finally:
-        for server in running:
-            bench.stop_server(server)
-    return [cells[spec.name] for spec in specs if scenario.name not in spec.skip_scenarios], encodings
+
+    def check_and_note(server: bench.RunningServer, scen: Scenario) -> None:
+        encodings[server.spec.name] = check(server, scen)
+
+    cells = bench.run_scenario(scenario, specs, args, scratch_root, check=check_and_note)
+    return [c for c in cells if c.failure != "n/a"], encodings
 
 
 def render(results: list[tuple[Scenario, list[CellResult], dict[str, str]]], specs: list[ServerSpec],

@@ -118,6 +118,21 @@ def _normalize_headers(headers: HeadersArg) -> List[Tuple[str, str]]:
     return out
 
 
+def check_status_and_type(status: Any, content_type: Any) -> None:
+    """Raise TypeError/ValueError (naming the argument) unless ``status`` is an
+    int from MIN_STATUS to MAX_STATUS and ``content_type`` is None or a str
+    without control characters. Shared by Response and Stream.headers()."""
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(f"status must be an int, not {type(status).__name__}")
+    if not MIN_STATUS <= status <= MAX_STATUS:
+        raise ValueError(f"status must be between {MIN_STATUS} and {MAX_STATUS}, got {status}")
+    if content_type is not None:
+        if not isinstance(content_type, str):
+            raise TypeError(f"content_type must be a str, not {type(content_type).__name__}")
+        if _BAD_VALUE_RE.search(content_type):
+            raise ValueError("content_type contains CR, LF or another control character")
+
+
 class Response:
     """An explicit response: ``Response(body, status=200, headers=None, content_type=None)``.
 
@@ -139,15 +154,7 @@ class Response:
         headers: HeadersArg = None,
         content_type: Optional[str] = None,
     ) -> None:
-        if isinstance(status, bool) or not isinstance(status, int):
-            raise TypeError(f"status must be an int, not {type(status).__name__}")
-        if not MIN_STATUS <= status <= MAX_STATUS:
-            raise ValueError(f"status must be between {MIN_STATUS} and {MAX_STATUS}, got {status}")
-        if content_type is not None:
-            if not isinstance(content_type, str):
-                raise TypeError(f"content_type must be a str, not {type(content_type).__name__}")
-            if _BAD_VALUE_RE.search(content_type):
-                raise ValueError("content_type contains CR, LF or another control character")
+        check_status_and_type(status, content_type)
         if not isinstance(body, (str, bytes, bytearray, memoryview, dict, list, type(None))):
             raise TypeError(f"body must be str, bytes, dict, list or None, not {type(body).__name__}")
         self.body = body

@@ -35,8 +35,8 @@ import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from ._httpdate import http_date
-from ._status import MAX_STATUS, reason_phrase, status_has_no_body
-from .response import TEXT_PLAIN, HeadersArg, _BAD_VALUE_RE, _normalize_headers
+from ._status import reason_phrase, status_has_no_body
+from .response import TEXT_PLAIN, HeadersArg, _normalize_headers, check_status_and_type
 
 __all__ = ["Stream", "StreamClosed", "StreamStarter", "STREAM_HIGH_WATER", "STREAM_LOW_WATER"]
 
@@ -156,15 +156,7 @@ class Stream:
         Raises RuntimeError when the headers were already sent, StreamClosed
         when the client is gone, TypeError/ValueError for bad arguments.
         """
-        if isinstance(status, bool) or not isinstance(status, int):
-            raise TypeError(f"status must be an int, not {type(status).__name__}")
-        if not 200 <= status <= MAX_STATUS:
-            raise ValueError(f"status must be between 200 and {MAX_STATUS}, got {status}")
-        if content_type is not None:
-            if not isinstance(content_type, str):
-                raise TypeError(f"content_type must be a str, not {type(content_type).__name__}")
-            if _BAD_VALUE_RE.search(content_type):
-                raise ValueError("content_type contains CR, LF or another control character")
+        check_status_and_type(status, content_type)
         pairs = _normalize_headers(headers)
         with self._write_lock:
             if self._framing is not None:
