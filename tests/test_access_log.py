@@ -246,9 +246,11 @@ def test_bad_format_raises_a_clear_error_naming_the_field(fmt: str, bad: str) ->
 
 
 def test_format_compiles_to_the_ops_the_c_loop_knows() -> None:
-    assert compile_format("$status${request_id}$$x") == (("status", b""), ("header", b"x-request-id"),
+    assert compile_format("$status${request_id}$$x") == (("status", b""), ("request_id", b"x-request-id"),
                                                          ("literal", b"$x"))
+    assert compile_format("$request_id", "X-Correlation-ID") == (("request_id", b"x-correlation-id"),)
     assert compile_format("$http_x_forwarded_for") == (("header", b"x-forwarded-for"),)
+    assert compile_format("$sent_http_content_type") == (("sent_header", b"content-type"),)
     assert compile_format("combined")[-2:] == (("header", b"user-agent"), ("literal", b'"'))
 
 
@@ -441,3 +443,29 @@ def test_every_protocol_error_status_is_logged(tmp_path: Path) -> None:
             assert request(server.port, raw).status == status
         lines = wait_lines(log, len(cases))
     assert lines == [f"{logged}|{status}" for _, status, logged in cases]
+
+
+def test_request_id_logs_the_generated_id_and_sent_headers_are_logged(tmp_path: Path) -> None:
+    """With app.request_id(), $request_id is the id the response carried (generated or the
+    client's); $sent_http_* reads any response header; static routes the hook leaves baked log
+    the client's id."""
+    log = tmp_path / "access.log"
+    source = app_source(str(log), "$request_id|$sent_http_content_type|$sent_http_x_absent|$uri") + (
+        "\napp.request_id(include_static=False)\n")
+    with start_app(source, tmp_path) as server:
+        generated = request(server.port, get("/users/7"))
+        kept = request(server.port, get("/users/8", extra="X-Request-ID: client-9\r\n"))
+        static = request(server.port, get("/static", extra="X-Request-ID: client-static\r\n"))
+        missing = request(server.port, get("/nowhere"))
+        lines = wait_lines(log, 4)
+    rid = generated.header("x-request-id")
+    assert re.fullmatch(r"[0-9a-f]{32}", rid)
+    assert kept.header("x-request-id") == "client-9"
+    assert static.header("x-request-id") is None
+    assert missing.status == 404
+    assert lines[:4] == [
+        f"{rid}|application/json|-|/users/7",
+        "client-9|application/json|-|/users/8",
+        "client-static|text/plain; charset=utf-8|-|/static",
+        "-|text/plain; charset=utf-8|-|/nowhere",
+    ]

@@ -24,9 +24,14 @@ Format syntax (nginx's ``log_format`` variables): literal text with
 ``$request_time_us`` microseconds from the read that brought the request's
                      first byte to its response being queued
 ``$request_time``    the same in seconds with millisecond precision
-``$request_id``      the ``X-Request-ID`` request header, ``-`` when absent
+``$request_id``      the id in the response's ``X-Request-ID`` (the one
+                     ``app.request_id()`` echoes, generated or the client's;
+                     its header name if configured otherwise), else the
+                     request's, ``-`` when neither has one
 ``$http_NAME``       any request header: NAME lower case, ``_`` for ``-``
                      (``$http_user_agent``, ``$http_x_forwarded_for``)
+``$sent_http_NAME``  any response header, named the same way
+                     (``$sent_http_content_type``, ``$sent_http_location``)
 ``$time_local``      ``29/Nov/2026:20:08:00 +0000`` (local time)
 ``$time_iso8601``    ``2026-11-29T20:08:00+00:00``
 ``$msec``            Unix time with milliseconds
@@ -70,7 +75,7 @@ VARIABLES: Dict[str, Tuple[str, bytes]] = {
     "body_bytes_sent": ("body_bytes_sent", b""),
     "request_time_us": ("duration_us", b""),
     "request_time": ("duration_s", b""),
-    "request_id": ("header", b"x-request-id"),
+    "request_id": ("request_id", b"x-request-id"),
     "time_local": ("time_local", b""),
     "time_iso8601": ("time_iso8601", b""),
     "msec": ("msec", b""),
@@ -80,6 +85,7 @@ VARIABLES: Dict[str, Tuple[str, bytes]] = {
 #: Permissions of a new log file before the umask (HS_ALOG_FILE_MODE in hs_servermod.c).
 _FILE_MODE = 0o644
 _HEADER_PREFIX = "http_"
+_SENT_HEADER_PREFIX = "sent_http_"
 _VARIABLE_RE = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z0-9_]*))")
 _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 # RFC 9110 token characters other than '_' that an HTTP field name may hold after the mapping.
@@ -89,11 +95,14 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _known() -> str:
-    return ", ".join("$" + name for name in VARIABLES) + ", $http_<header>"
+    return ", ".join("$" + name for name in VARIABLES) + ", $http_<header>, $sent_http_<header>"
 
 
-def compile_format(fmt: Any) -> Tuple[Tuple[str, bytes], ...]:
+def compile_format(fmt: Any, request_id_header: str = "X-Request-ID") -> Tuple[Tuple[str, bytes], ...]:
     """Compile ``fmt`` ("common", "combined" or a format string) into the C op list.
+
+    ``$request_id`` logs the response's ``request_id_header`` (the id
+    ``app.request_id()`` echoes), else the request's.
 
     Raises TypeError for a non-str and ValueError naming the offending variable
     (and its position) for an unknown variable, a bare ``$`` or a control
@@ -128,7 +137,7 @@ def compile_format(fmt: Any) -> Tuple[Tuple[str, bytes], ...]:
         if not name:
             raise ValueError(f"access_log_format: '$' at position {dollar} is not followed by a variable name; "
                              "write '$$' for a literal dollar sign")
-        op = _variable_op(name, dollar)
+        op = _variable_op(name, dollar, request_id_header)
         if literal:
             joined = "".join(literal)
             if joined:
@@ -142,13 +151,16 @@ def compile_format(fmt: Any) -> Tuple[Tuple[str, bytes], ...]:
     return tuple(ops)
 
 
-def _variable_op(name: str, position: int) -> Tuple[str, bytes]:
+def _variable_op(name: str, position: int, request_id_header: str) -> Tuple[str, bytes]:
+    if name == "request_id":
+        return ("request_id", request_id_header.lower().encode("ascii"))
     if name in VARIABLES:
         return VARIABLES[name]
-    if name.startswith(_HEADER_PREFIX) and _NAME_RE.match(name):
-        header = name[len(_HEADER_PREFIX):].replace("_", "-")
-        if header and _HEADER_NAME_RE.match(header):
-            return ("header", header.encode("ascii"))
+    for prefix, op in ((_HEADER_PREFIX, "header"), (_SENT_HEADER_PREFIX, "sent_header")):
+        if name.startswith(prefix) and _NAME_RE.match(name):
+            header = name[len(prefix):].replace("_", "-")
+            if header and _HEADER_NAME_RE.match(header):
+                return (op, header.encode("ascii"))
     raise ValueError(f"access_log_format: unknown variable ${name} at position {position}; known: {_known()}")
 
 

@@ -651,7 +651,8 @@ class Hypersonic:
             specs.append(spec)
         self._compiled_counts = (len(specs) - dynamic_count, dynamic_count)
         access_log = _accesslog.resolve_destination(self.access_log)
-        access_log_ops = _accesslog.compile_format(self.access_log_format)
+        access_log_ops = _accesslog.compile_format(
+            self.access_log_format, self._request_id.header if self._request_id else "X-Request-ID")
         security_block = self._security_block()
         source = _codegen.generate(specs, security_block, TEXT_PLAIN, APPLICATION_JSON)
         from ._pyserver import load_server_module

@@ -40,7 +40,7 @@ static void hs_alog_init_tables(void);
 static const char *const hs_alog_op_names[HS_ALOG_OP_COUNT] = {
     "literal", "remote_addr", "method", "target", "path", "query", "request", "protocol", "status",
     "bytes_sent", "body_bytes_sent", "duration_us", "duration_s", "header", "time_local", "time_iso8601",
-    "msec", "pid",
+    "msec", "pid", "sent_header", "request_id",
 };
 
 HS_API const char *hs_alog_op_name(int kind)
@@ -295,25 +295,62 @@ static size_t hs_alog_body_bytes(const char *resp, size_t len)
     return 0;
 }
 
+/* ASCII case-insensitive comparison of n bytes of s with lower_name (already lower case). */
+static int hs_alog_name_eq(const char *s, const char *lower_name, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        unsigned char ch = (unsigned char)s[j];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch + ('a' - 'A'));
+        if (ch != (unsigned char)lower_name[j])
+            return 0;
+    }
+    return 1;
+}
+
 static const hs_header *hs_alog_find_header(const hs_request *r, const char *lower_name, size_t len)
 {
     for (size_t i = 0; i < r->num_headers; i++) {
         const hs_header *h = &r->headers[i];
-        if (h->name_len != len)
-            continue;
-        size_t j = 0;
-        while (j < len) {
-            unsigned char ch = (unsigned char)h->name[j];
-            if (ch >= 'A' && ch <= 'Z')
-                ch = (unsigned char)(ch + ('a' - 'A'));
-            if (ch != (unsigned char)lower_name[j])
-                break;
-            j++;
-        }
-        if (j == len)
+        if (h->name_len == len && hs_alog_name_eq(h->name, lower_name, len))
             return h;
     }
     return NULL;
+}
+
+/*
+ * The value of the first field named lower_name in the response head at resp
+ * (status line, then "Name: value" lines, up to the empty line): 1 with
+ * *value/*value_len set (surrounding blanks trimmed), 0 when absent. Only our
+ * own serialiser's output is scanned (one SP after the colon, CRLF endings),
+ * but any of it is handled without reading past resp_len.
+ */
+static int hs_alog_find_sent(const char *resp, size_t resp_len, const char *lower_name, size_t len,
+                             const char **value, size_t *value_len)
+{
+    const char *end = resp + resp_len;
+    const char *line = (const char *)memchr(resp, '\n', resp_len); /* skip the status line */
+    while (line && ++line < end) {
+        const char *lf = (const char *)memchr(line, '\n', (size_t)(end - line));
+        const char *stop = lf ? lf : end;
+        if (stop > line && stop[-1] == '\r')
+            stop--;
+        if (stop == line)
+            return 0; /* the empty line: end of the head */
+        if ((size_t)(stop - line) > len && line[len] == ':' && hs_alog_name_eq(line, lower_name, len)) {
+            const char *v = line + len + 1;
+            while (v < stop && (*v == ' ' || *v == '\t'))
+                v++;
+            const char *v_end = stop;
+            while (v_end > v && (v_end[-1] == ' ' || v_end[-1] == '\t'))
+                v_end--;
+            *value = v;
+            *value_len = (size_t)(v_end - v);
+            return 1;
+        }
+        line = lf;
+    }
+    return 0;
 }
 
 HS_API void hs_alog_line(hs_alog *a, int fd, const hs_request *r, const char *resp, size_t resp_len, time_t now)
@@ -407,6 +444,21 @@ HS_API void hs_alog_line(hs_alog *a, int fd, const hs_request *r, const char *re
         case HS_ALOG_HEADER: {
             const hs_header *h = r ? hs_alog_find_header(r, op->arg, op->arg_len) : NULL;
             hs_alog_put_escaped(&o, h ? h->value : NULL, h ? h->value_len : 0);
+            break;
+        }
+        case HS_ALOG_SENT_HEADER:
+        case HS_ALOG_REQUEST_ID: {
+            const char *value = NULL;
+            size_t value_len = 0;
+            if (!(have_status && hs_alog_find_sent(resp, resp_len, op->arg, op->arg_len, &value, &value_len)) &&
+                op->kind == HS_ALOG_REQUEST_ID && r) {
+                const hs_header *h = hs_alog_find_header(r, op->arg, op->arg_len);
+                if (h) {
+                    value = h->value;
+                    value_len = h->value_len;
+                }
+            }
+            hs_alog_put_escaped(&o, value, value_len);
             break;
         }
         case HS_ALOG_TIME_LOCAL:

@@ -58,6 +58,9 @@ enum {
     HS_ALOG_TIME_ISO8601,   /* "2026-11-29T20:08:00+00:00" */
     HS_ALOG_MSEC,           /* Unix time with milliseconds ("1796328480.123") */
     HS_ALOG_PID,            /* the worker's process id */
+    HS_ALOG_SENT_HEADER,    /* the response header named arg (lower case), "-" when absent */
+    HS_ALOG_REQUEST_ID,     /* the response header named arg (the id app.request_id() echoed, or a
+                               handler set), else the request header of that name, else "-" */
     HS_ALOG_OP_COUNT
 };
 
