@@ -321,7 +321,7 @@ static const hs_header *hs_alog_find_header(const hs_request *r, const char *low
 /*
  * The value of the first field named lower_name in the response head at resp
  * (status line, then "Name: value" lines, up to the empty line): 1 with
- * *value/*value_len set (surrounding blanks trimmed), 0 when absent. Only our
+ * value and value_len set (surrounding blanks trimmed), 0 when absent. Only our
  * own serialiser's output is scanned (one SP after the colon, CRLF endings),
  * but any of it is handled without reading past resp_len.
  */
