@@ -3,8 +3,9 @@
  *
  * Must be included after the generated hs_app.h (route table, baked responses,
  * status lines, security header blocks) and after hs_parser.c, hs_conn.c,
- * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c, hs_accept.c and
- * hs_file.c. A response may end in a file body (c->file_fd, hs_file.c): it is
+ * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c, hs_accept.c,
+ * hs_file.c and hs_filefast.c (baked files of static mounts, HS_ROUTE_MOUNT).
+ * A response may end in a file body (c->file_fd, hs_file.c): it is
  * sent after the write queue, and no further pipelined request is answered
  * until it is.
  *
@@ -291,6 +292,14 @@ static int hs_server_answer(hs_server *s, hs_conn *c)
         rc = hs_server_queue_baked(c, &s->baked[route->baked + hs_accept_gzip(r)], keep, r->minor_version,
                                    head_only);
     } else {
+        const hs_baked *file = NULL;
+        if (route->kind == HS_ROUTE_MOUNT) /* a baked file of a static mount: from C when it can */
+            file = hs_ff_pick(s->files, r, route->handler, s->now_ms / HS_MS_PER_S, s->date, s->date_second);
+        if (file) {
+            s->stat_static++;
+            rc = hs_server_queue_baked(c, file, keep, r->minor_version, head_only);
+            goto done;
+        }
         s->stat_python_calls++;
         rc = s->dynamic(s, c, method, route, params, nparams, head_only, keep);
     }

@@ -50,6 +50,7 @@
 #include "hs_file.c"
 #include "hs_accesslog.c"
 #include "hs_compress.c"
+#include "hs_filefast.c"
 
 #define HS_BLOCKING_BEGIN Py_BEGIN_ALLOW_THREADS
 #define HS_BLOCKING_END Py_END_ALLOW_THREADS
@@ -100,6 +101,8 @@ static struct {
     hs_gzip_cfg gz;                 /* app.compress(); gz.gzip NULL: off */
     hs_server server;
 } g;
+
+#include "hs_filefast_py.c"
 
 /* Permissions of a newly created access log file (before the umask). */
 #define HS_ALOG_FILE_MODE 0644
@@ -519,17 +522,18 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     static char *kwlist[] = {"handlers", "takes_request", "param_names", "request_type", "bad_request",
                              "json_encode", "finalize", "on_error", "max_connections", "max_body",
                              "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", "streaming",
-                             "start_stream", "compression", NULL};
+                             "start_stream", "compression", "static_files", NULL};
     PyObject *handlers, *takes, *names, *rtype, *bad, *enc, *fin, *onerr;
     PyObject *alog_path = Py_None, *alog_ops = NULL, *streaming = Py_None, *start_stream = Py_None;
-    PyObject *compression = Py_None;
+    PyObject *compression = Py_None, *static_files = Py_None;
     int max_connections;
     unsigned long long max_body;
     long long keepalive_ms, recv_ms, drain_ms;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOOOO", kwlist, &PyTuple_Type, &handlers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOOOOO", kwlist, &PyTuple_Type, &handlers,
                                      &PyTuple_Type, &takes, &PyTuple_Type, &names, &PyType_Type, &rtype, &bad,
                                      &enc, &fin, &onerr, &max_connections, &max_body, &keepalive_ms, &recv_ms,
-                                     &drain_ms, &alog_path, &alog_ops, &streaming, &start_stream, &compression))
+                                     &drain_ms, &alog_path, &alog_ops, &streaming, &start_stream, &compression,
+                                     &static_files))
         return NULL;
     if (alog_path != Py_None && !PyUnicode_Check(alog_path)) {
         PyErr_SetString(PyExc_TypeError, "access_log must be a str path, \"-\" (stdout) or None");
@@ -595,6 +599,8 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     PyMem_Free(g.takes_request);
     g.takes_request = flags;
     g.nhandlers = n;
+    if (hs_ff_py_configure(static_files) < 0) /* after nhandlers: entries name a handler */
+        return NULL;
 #define HS_KEEP(field, obj) \
     do {                    \
         Py_INCREF(obj);     \
@@ -667,6 +673,7 @@ static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
     s->drain_ms = g.drain_ms;
     s->baked = hs_app_baked;
     s->nbaked = HS_APP_NUM_BAKED;
+    s->files = hs_ff_py_table;
     s->dynamic = hs_dynamic;
     s->after_wakeup = hs_after_wakeup;
     if (g.stop_early)
