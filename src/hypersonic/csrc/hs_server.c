@@ -24,7 +24,9 @@
  * Static routes are answered by copying baked bytes (no Python, no allocation:
  * the write queue keeps its capacity); a static route with a gzip variant
  * (HS_ROUTE_STATIC_GZIP) first reads Accept-Encoding (hs_accept.c), the only
- * header scan on a static route. Dynamic routes go to s->dynamic.
+ * header scan on a static route. A static mount's route (HS_ROUTE_MOUNT) first
+ * asks hs_ff_pick (hs_filefast.c) for a baked file's response; whatever it
+ * leaves, and every dynamic route, goes to s->dynamic.
  * Once a second (when the wall-clock second changes) the Date value is
  * re-formatted, patched into every baked response, and every connection is
  * checked for timeouts: idle keep-alive (keepalive_ms), a request not complete
