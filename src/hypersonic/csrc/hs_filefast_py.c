@@ -41,7 +41,7 @@ static int hs_ff_py_baked(PyObject *const *items, hs_baked *out)
 }
 
 /* Fill entry i of t from one tuple. 0, or -1 with an exception set. */
-static int hs_ff_py_entry(hs_ff_table *t, uint32_t i, PyObject *item)
+static int hs_ff_py_entry(hs_ff_table *t, uint32_t i, PyObject *item, Py_ssize_t nhandlers)
 {
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != HS_FF_PY_ENTRY_FIELDS ||
         !PyBytes_Check(PyTuple_GET_ITEM(item, 0)) || !PyBytes_Check(PyTuple_GET_ITEM(item, 2)) ||
@@ -57,7 +57,7 @@ static int hs_ff_py_entry(hs_ff_table *t, uint32_t i, PyObject *item)
     if (PyErr_Occurred())
         return -1;
     Py_ssize_t nreps = PyTuple_GET_SIZE(reps);
-    if (handler < 0 || handler >= g.nhandlers || nreps < 1 || nreps > HS_FF_REPS ||
+    if (handler < 0 || handler >= nhandlers || nreps < 1 || nreps > HS_FF_REPS ||
         strlen(PyBytes_AS_STRING(file)) != (size_t)PyBytes_GET_SIZE(file)) {
         PyErr_SetString(PyExc_ValueError, "static_files: bad handler index, representation count or file path");
         return -1;
@@ -87,8 +87,11 @@ static int hs_ff_py_entry(hs_ff_table *t, uint32_t i, PyObject *item)
     return 0;
 }
 
-/* configure(static_files=...): build the table for the next serve(). 0, or -1 with an exception set. */
-static int hs_ff_py_configure(PyObject *files)
+/*
+ * configure(static_files=...): build the table from files (None: no table) for an app
+ * with nhandlers handlers into *out. 0, or -1 with an exception set (*out untouched).
+ */
+static int hs_ff_py_build(PyObject *files, Py_ssize_t nhandlers, hs_ff_table **out)
 {
     hs_ff_table *t = NULL;
     if (files != Py_None) {
@@ -103,13 +106,19 @@ static int hs_ff_py_configure(PyObject *files)
             return -1;
         }
         for (uint32_t i = 0; i < n; i++) {
-            if (hs_ff_py_entry(t, i, PyTuple_GET_ITEM(files, i)) < 0) {
+            if (hs_ff_py_entry(t, i, PyTuple_GET_ITEM(files, i), nhandlers) < 0) {
                 hs_ff_table_free(t);
                 return -1;
             }
         }
     }
+    *out = t;
+    return 0;
+}
+
+/* Make t (from hs_ff_py_build, may be NULL) the table of the next serve(); the previous one is freed. */
+static void hs_ff_py_install(hs_ff_table *t)
+{
     hs_ff_table_free(hs_ff_py_table);
     hs_ff_py_table = t;
-    return 0;
 }

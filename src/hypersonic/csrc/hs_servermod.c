@@ -21,6 +21,8 @@
  *    the compiled format, serve() opens the file (O_APPEND, once per worker)
  *    and closes it, flushed, when the loop returns; access_log_stats();
  *  - gzip of dynamic responses (hs_compress.c) when configure() gets compression;
+ *  - baked files of static mounts answered from C (hs_filefast.c): configure()
+ *    takes static_files (hs_filefast_py.c builds the table), serve() hands it to the loop;
  *  - streaming routes (hs_stream.c): the handler runs in its own thread and
  *    writes through stream_send()/stream_abort(); the loop flushes;
  *  - serve(fd), request_stop(), stats(), backend().
@@ -51,6 +53,7 @@
 #include "hs_accesslog.c"
 #include "hs_compress.c"
 #include "hs_filefast.c"
+#include "hs_filefast_py.c"
 
 #define HS_BLOCKING_BEGIN Py_BEGIN_ALLOW_THREADS
 #define HS_BLOCKING_END Py_END_ALLOW_THREADS
@@ -101,8 +104,6 @@ static struct {
     hs_gzip_cfg gz;                 /* app.compress(); gz.gzip NULL: off */
     hs_server server;
 } g;
-
-#include "hs_filefast_py.c"
 
 /* Permissions of a newly created access log file (before the umask). */
 #define HS_ALOG_FILE_MODE 0644
@@ -590,6 +591,13 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
         }
         flags[i] = (char)t;
     }
+    hs_ff_table *files = NULL;
+    if (hs_ff_py_build(static_files, n, &files) < 0) {
+        PyMem_Free(flags);
+        PyMem_Free(stream_flags);
+        return NULL;
+    }
+    hs_ff_py_install(files);
     PyMem_Free(g.streaming);
     g.streaming = stream_flags; /* NULL when no route streams: one pointer test per dynamic call */
     if (stream_flags) {
@@ -599,8 +607,6 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     PyMem_Free(g.takes_request);
     g.takes_request = flags;
     g.nhandlers = n;
-    if (hs_ff_py_configure(static_files) < 0) /* after nhandlers: entries name a handler */
-        return NULL;
 #define HS_KEEP(field, obj) \
     do {                    \
         Py_INCREF(obj);     \
