@@ -186,8 +186,8 @@ def test_unusual_requests_go_to_the_mount(servers: Tuple[ServerProcess, ServerPr
     assert answer == _raw(python.port, raw, head)
 
 
-@pytest.mark.parametrize("target", ["/s/hello.txt", "/s/app.css", "/s/image.png", "/s/", "/s/sub/",
-                                    "/noetag/app.css", "/s/exact.txt"])
+@pytest.mark.parametrize("target", ["/s/hello.txt", "/s/hello.txt?v=1", "/s/app.css", "/s/image.png", "/s/",
+                                    "/s/sub/", "/noetag/app.css", "/s/exact.txt"])
 @pytest.mark.parametrize("extra", ["", "Accept-Encoding: gzip\r\n", "Accept-Encoding: gzip;q=0, *\r\n",
                                    "Connection: close\r\n", "Accept-Encoding: x-gzip\r\nIf-None-Match: *\r\n"])
 @pytest.mark.parametrize("method,version", [("GET", "1.1"), ("HEAD", "1.1"), ("GET", "1.0")])
