@@ -60,6 +60,7 @@ class RouteSpec:
     # after the identity one (HS_ROUTE_STATIC_GZIP); None: one response for every client
     gzip_variant: Optional[Tuple[bytes, int, int]] = None
     wildcard: bool = False  # a prefix mount: matches segments + any rest (hs_node.wild_child)
+    mount_fast: bool = False  # dynamic mount whose baked files C may answer first (HS_ROUTE_MOUNT)
 
 
 def bake_response(status: int, header_block: bytes, body: bytes) -> Tuple[bytes, int, int]:
@@ -157,9 +158,8 @@ def generate(routes: Sequence[RouteSpec], security_block: bytes, text_type: str,
                 baked_rows.append(f"    {{hs_baked_{b + 1}, {len(gz)}u, {gz_head_len}u, {gz_date_off}u}},")
             route_rows.append(f"    {{{kind}, {b}, -1}}, /* {i}: {spec.method} {spec.pattern} */")
         else:
-            route_rows.append(
-                f"    {{HS_ROUTE_DYNAMIC, -1, {spec.handler_index}}}, /* {i}: {spec.method} {spec.pattern} */"
-            )
+            kind = "HS_ROUTE_MOUNT" if spec.mount_fast else "HS_ROUTE_DYNAMIC"
+            route_rows.append(f"    {{{kind}, -1, {spec.handler_index}}}, /* {i}: {spec.method} {spec.pattern} */")
     out.append(f"#define HS_APP_NUM_BAKED {len(baked_rows)}")
     out.append(f"static hs_baked hs_app_baked[{max(1, len(baked_rows))}] = {{")
     out.extend(baked_rows or ["    {NULL, 0u, 0u, 0u},"])

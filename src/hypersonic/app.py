@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from . import _accesslog, _codegen
+from . import _accesslog, _codegen, _filefast
 from ._codegen import METHODS, RouteSpec
 from ._compress import DEFAULT_LEVEL, DEFAULT_MIN_SIZE, DEFAULT_TYPES, Compression
 from .middleware import AfterHook, BeforeHook, Cors, RequestId, chain, chain_streaming, hook_tuple
@@ -612,6 +612,7 @@ class Hypersonic:
         names: List[Tuple[str, ...]] = []
         streaming: List[bool] = []
         dynamic_count = 0
+        fast_mounts: List[Tuple[StaticMount, int]] = []  # mounts without hooks: baked files answered in C
         for route in list(self._routes.values()) + self._cors_option_routes():
             before, after = self._hooks_for(route)
             static = not route.dynamic
@@ -647,6 +648,9 @@ class Hypersonic:
                 else:
                     handlers.append(route.handler)
                     takes.append(route.takes_request)
+                    if isinstance(route.handler, StaticMount):
+                        spec.mount_fast = True
+                        fast_mounts.append((route.handler, spec.handler_index))
                 names.append(route.param_names)
             specs.append(spec)
         self._compiled_counts = (len(specs) - dynamic_count, dynamic_count)
@@ -671,6 +675,9 @@ class Hypersonic:
                 f"Content-Type: {TEXT_PLAIN}\r\n".encode("latin-1") + security_block,
                 f"Content-Type: {APPLICATION_JSON}\r\n".encode("latin-1") + security_block),
         )
+        if fast_mounts:
+            self._configuration["static_files"] = _filefast.native_entries(
+                fast_mounts, self.security_headers, self._compression)
         if any(streaming):
             from .stream import StreamStarter
 

@@ -56,11 +56,14 @@ typedef struct hs_baked {
 /* Static with a gzip variant (app.compress()): baked[baked] is the identity
  * response, baked[baked + 1] the gzip one; the request's Accept-Encoding picks. */
 #define HS_ROUTE_STATIC_GZIP 2
+/* Dynamic (handler = a static mount's) whose baked files may be answered from
+ * C first (hs_filefast.h); whatever hs_ff_pick leaves goes to the handler. */
+#define HS_ROUTE_MOUNT 3
 
 typedef struct hs_route {
-    int kind;           /* HS_ROUTE_STATIC, HS_ROUTE_DYNAMIC or HS_ROUTE_STATIC_GZIP */
+    int kind;           /* HS_ROUTE_STATIC, HS_ROUTE_DYNAMIC, HS_ROUTE_STATIC_GZIP or HS_ROUTE_MOUNT */
     int baked;          /* static: index into the baked table */
-    int handler;        /* dynamic: index into the Python handler table */
+    int handler;        /* dynamic and mount: index into the Python handler table */
 } hs_route;
 
 typedef struct hs_child {

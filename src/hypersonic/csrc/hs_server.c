@@ -3,8 +3,9 @@
  *
  * Must be included after the generated hs_app.h (route table, baked responses,
  * status lines, security header blocks) and after hs_parser.c, hs_conn.c,
- * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c, hs_accept.c and
- * hs_file.c. A response may end in a file body (c->file_fd, hs_file.c): it is
+ * hs_net.c, hs_event.c, hs_router.c, hs_date.c, hs_response.c, hs_accept.c,
+ * hs_file.c and hs_filefast.c (baked files of static mounts, HS_ROUTE_MOUNT).
+ * A response may end in a file body (c->file_fd, hs_file.c): it is
  * sent after the write queue, and no further pipelined request is answered
  * until it is.
  *
@@ -23,7 +24,9 @@
  * Static routes are answered by copying baked bytes (no Python, no allocation:
  * the write queue keeps its capacity); a static route with a gzip variant
  * (HS_ROUTE_STATIC_GZIP) first reads Accept-Encoding (hs_accept.c), the only
- * header scan on a static route. Dynamic routes go to s->dynamic.
+ * header scan on a static route. A static mount's route (HS_ROUTE_MOUNT) first
+ * asks hs_ff_pick (hs_filefast.c) for a baked file's response; whatever it
+ * leaves, and every dynamic route, goes to s->dynamic.
  * Once a second (when the wall-clock second changes) the Date value is
  * re-formatted, patched into every baked response, and every connection is
  * checked for timeouts: idle keep-alive (keepalive_ms), a request not complete
@@ -291,6 +294,14 @@ static int hs_server_answer(hs_server *s, hs_conn *c)
         rc = hs_server_queue_baked(c, &s->baked[route->baked + hs_accept_gzip(r)], keep, r->minor_version,
                                    head_only);
     } else {
+        const hs_baked *file = NULL;
+        if (route->kind == HS_ROUTE_MOUNT) /* a baked file of a static mount: from C when it can */
+            file = hs_ff_pick(s->files, r, route->handler, s->now_ms / HS_MS_PER_S, s->date, s->date_second);
+        if (file) {
+            s->stat_static++;
+            rc = hs_server_queue_baked(c, file, keep, r->minor_version, head_only);
+            goto done;
+        }
         s->stat_python_calls++;
         rc = s->dynamic(s, c, method, route, params, nparams, head_only, keep);
     }

@@ -18,6 +18,7 @@
 #include "hs_accesslog.h"
 #include "hs_conn.h"
 #include "hs_date.h"
+#include "hs_filefast.h"
 #include "hs_parser.h"
 #include "hs_router.h"
 
@@ -91,6 +92,7 @@ struct hs_server {
     char date[HS_DATE_LEN + 1];
     hs_baked *baked;        /* the app's baked responses, Date patched each second */
     int nbaked;
+    hs_ff_table *files;     /* baked files of static mounts (HS_ROUTE_MOUNT), NULL: none */
     hs_dynamic_fn dynamic;
     hs_wakeup_fn after_wakeup;
     void *user;

@@ -21,6 +21,8 @@
  *    the compiled format, serve() opens the file (O_APPEND, once per worker)
  *    and closes it, flushed, when the loop returns; access_log_stats();
  *  - gzip of dynamic responses (hs_compress.c) when configure() gets compression;
+ *  - baked files of static mounts answered from C (hs_filefast.c): configure()
+ *    takes static_files (hs_filefast_py.c builds the table), serve() hands it to the loop;
  *  - streaming routes (hs_stream.c): the handler runs in its own thread and
  *    writes through stream_send()/stream_abort(); the loop flushes;
  *  - serve(fd), request_stop(), stats(), backend().
@@ -50,6 +52,8 @@
 #include "hs_file.c"
 #include "hs_accesslog.c"
 #include "hs_compress.c"
+#include "hs_filefast.c"
+#include "hs_filefast_py.c"
 
 #define HS_BLOCKING_BEGIN Py_BEGIN_ALLOW_THREADS
 #define HS_BLOCKING_END Py_END_ALLOW_THREADS
@@ -519,17 +523,18 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
     static char *kwlist[] = {"handlers", "takes_request", "param_names", "request_type", "bad_request",
                              "json_encode", "finalize", "on_error", "max_connections", "max_body",
                              "keepalive_ms", "recv_ms", "drain_ms", "access_log", "access_log_ops", "streaming",
-                             "start_stream", "compression", NULL};
+                             "start_stream", "compression", "static_files", NULL};
     PyObject *handlers, *takes, *names, *rtype, *bad, *enc, *fin, *onerr;
     PyObject *alog_path = Py_None, *alog_ops = NULL, *streaming = Py_None, *start_stream = Py_None;
-    PyObject *compression = Py_None;
+    PyObject *compression = Py_None, *static_files = Py_None;
     int max_connections;
     unsigned long long max_body;
     long long keepalive_ms, recv_ms, drain_ms;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOOOO", kwlist, &PyTuple_Type, &handlers,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!O!O!OOOOiKLLL|OOOOOO", kwlist, &PyTuple_Type, &handlers,
                                      &PyTuple_Type, &takes, &PyTuple_Type, &names, &PyType_Type, &rtype, &bad,
                                      &enc, &fin, &onerr, &max_connections, &max_body, &keepalive_ms, &recv_ms,
-                                     &drain_ms, &alog_path, &alog_ops, &streaming, &start_stream, &compression))
+                                     &drain_ms, &alog_path, &alog_ops, &streaming, &start_stream, &compression,
+                                     &static_files))
         return NULL;
     if (alog_path != Py_None && !PyUnicode_Check(alog_path)) {
         PyErr_SetString(PyExc_TypeError, "access_log must be a str path, \"-\" (stdout) or None");
@@ -586,6 +591,13 @@ static PyObject *hs_py_configure(PyObject *self, PyObject *args, PyObject *kwarg
         }
         flags[i] = (char)t;
     }
+    hs_ff_table *files = NULL;
+    if (hs_ff_py_build(static_files, n, &files) < 0) {
+        PyMem_Free(flags);
+        PyMem_Free(stream_flags);
+        return NULL;
+    }
+    hs_ff_py_install(files);
     PyMem_Free(g.streaming);
     g.streaming = stream_flags; /* NULL when no route streams: one pointer test per dynamic call */
     if (stream_flags) {
@@ -667,6 +679,7 @@ static PyObject *hs_py_serve(PyObject *self, PyObject *arg)
     s->drain_ms = g.drain_ms;
     s->baked = hs_app_baked;
     s->nbaked = HS_APP_NUM_BAKED;
+    s->files = hs_ff_py_table;
     s->dynamic = hs_dynamic;
     s->after_wakeup = hs_after_wakeup;
     if (g.stop_early)
