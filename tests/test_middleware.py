@@ -583,3 +583,32 @@ def test_before_hooks_guard_streaming_routes(tmp_path, kind: str) -> None:
         assert allowed.headers["x-user"] == "bob"
         assert allowed.headers["x-id"] == "abc-1"
         assert allowed.headers["transfer-encoding"] == "chunked"
+
+
+INJECT_APP = """
+from hypersonic import Hypersonic
+
+app = Hypersonic()
+
+@app.after
+def inject(req, resp):
+    resp.headers.append(("X-Evil", req.query_param("v", "ok")))
+
+@app.get("/page")
+def page(req):
+    return "page"
+"""
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_after_hook_header_with_crlf_is_a_500_not_a_split_response(tmp_path, kind: str) -> None:
+    with start_app(INJECT_APP, tmp_path / kind, module=f"inject_{kind}", env=_env(kind)) as proc:
+        sock, reader = connect(proc.port)
+        with sock:
+            # %0d%0a decodes to CR LF: the hook would write "X-Evil: a\\r\\nSet-Cookie: pwned=1"
+            sock.sendall(get("/page?v=a%0d%0aSet-Cookie:%20pwned=1") + get("/page?v=fine"))
+            bad = reader.response()
+            good = reader.response()
+        assert bad.status == 500
+        assert bad.header("set-cookie") is None
+        assert good.status == 200 and good.header("x-evil") == "fine"

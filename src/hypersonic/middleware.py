@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 from ._status import reason_phrase, status_has_no_body
 from .request import BadRequest, Request
 from .response import (FileResponse, OpenFileResponse, PreparedResponse, Response, _body_bytes, _normalize_headers,
-                       coerce)
+                       check_header_list, coerce)
 
 __all__ = ["BeforeHook", "AfterHook", "hook_tuple", "chain", "chain_streaming", "RequestId", "Cors", "add_vary"]
 
@@ -117,11 +117,16 @@ def chain(
             response = _hookable(result)
         except Exception as exc:  # noqa: BLE001 - answered 400/500 like a handler's error
             response = _error_response(exc, req, on_error)
+        if not afters:
+            return response
         for after_hook in afters:
             replaced = after_hook(req, response)
             if replaced is not None:
                 response = _hookable(replaced)
-        return response.finish() if isinstance(response, _PreparedHeaders) else response
+        if isinstance(response, _PreparedHeaders):
+            return response.finish()
+        check_header_list(response.headers)  # what hooks appended: no CR/LF smuggled into the head
+        return response
 
     run.__qualname__ = f"hooks({getattr(handler, '__qualname__', 'static response')})"
     return run
@@ -206,8 +211,12 @@ def _header_index(response: Response, name: str) -> int:
 def set_header(response: Response, name: str, value: str) -> None:
     """Set ``name`` on ``response``, replacing every field of that name."""
     lname = name.lower()
-    response.headers = [(n, v) for n, v in response.headers if n.lower() != lname]
-    response.headers.append((name, value))
+    headers = response.headers
+    for n, _ in headers:
+        if n.lower() == lname:
+            response.headers = headers = [(n, v) for n, v in headers if n.lower() != lname]
+            break
+    headers.append((name, value))
 
 
 def add_vary(response: Response, *fields: str) -> None:

@@ -22,7 +22,7 @@ import mimetypes
 import os
 import re
 import stat
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._status import MAX_STATUS, MIN_STATUS, status_has_no_body
 
@@ -326,6 +326,40 @@ class FileResponse:
         return status, block, fd, offset, length
 
 
+# id(security_headers) -> (that sequence, its field lines, its lower-case names): an app
+# passes the same list on every call, so its block is built once.
+_SECURITY_PARTS: Dict[int, Tuple[Sequence[Tuple[str, str]], str, FrozenSet[str]]] = {}
+
+
+def _security_parts(security_headers: Sequence[Tuple[str, str]]) -> Tuple[str, FrozenSet[str]]:
+    cached = _SECURITY_PARTS.get(id(security_headers))
+    if cached is None or cached[0] is not security_headers:
+        block = "".join(f"{n}: {v}\r\n" for n, v in security_headers)
+        cached = (security_headers, block, frozenset(n.lower() for n, _ in security_headers))
+        if len(_SECURITY_PARTS) > 64:  # many short-lived sequences (tests): start over
+            _SECURITY_PARTS.clear()
+        _SECURITY_PARTS[id(security_headers)] = cached
+    return cached[1], cached[2]
+
+
+def check_header_list(headers: Any) -> None:
+    """Raise TypeError/ValueError unless ``headers`` is a list of (token, str) pairs whose
+    values hold no CR, LF or other control character: what after-hooks appended
+    to a Response is checked with this before it is serialised (one regex over
+    all names and one over all values; the precise message comes from
+    _normalize_headers)."""
+    try:
+        name_list = [n for n, _ in headers]
+        names = "".join(name_list)
+        values = "".join(v for _, v in headers)
+    except (TypeError, ValueError):
+        _normalize_headers(headers)
+        raise TypeError("headers must be a list of (str, str) pairs") from None
+    if "" in name_list or (names and not _TOKEN_RE.match(names)) or _BAD_VALUE_RE.search(values):
+        _normalize_headers(headers)  # raises, naming the bad field
+        raise ValueError("headers: invalid field")  # pragma: no cover - _normalize_headers raised
+
+
 def finalize(result: Any, security_headers: Sequence[Tuple[str, str]]) -> Tuple[Any, ...]:
     """Serialise a handler result to ``(status, header_block, body)``.
 
@@ -347,14 +381,18 @@ def finalize(result: Any, security_headers: Sequence[Tuple[str, str]]) -> Tuple[
     response = coerce(result)
     body, implied_type = _body_bytes(response.body)
     content_type = response.content_type if response.content_type is not None else implied_type
+    security_block, security_names = _security_parts(security_headers)
     user = [(n, v) for n, v in response.headers if n.lower() not in _SERVER_OWNED]
     user_names = {n.lower() for n, _ in user}
     lines: List[str] = []
     if content_type is not None and "content-type" not in user_names:
         lines.append(f"Content-Type: {content_type}\r\n")
-    for name, value in security_headers:
-        if name.lower() not in user_names:
-            lines.append(f"{name}: {value}\r\n")
+    if user_names.isdisjoint(security_names):
+        lines.append(security_block)
+    else:
+        for name, value in security_headers:
+            if name.lower() not in user_names:
+                lines.append(f"{name}: {value}\r\n")
     for name, value in user:
         lines.append(f"{name}: {value}\r\n")
     if status_has_no_body(response.status):
