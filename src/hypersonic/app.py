@@ -19,18 +19,21 @@ import inspect
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union, cast
 
-from . import _accesslog, _codegen, _filefast
+from . import _accesslog, _codegen
 from ._codegen import METHODS, RouteSpec
 from ._compress import DEFAULT_LEVEL, DEFAULT_MIN_SIZE, DEFAULT_TYPES, Compression
 from .middleware import AfterHook, BeforeHook, Cors, RequestId, chain, chain_streaming, hook_tuple
 from .request import BadRequest, Request
-from ._static import StaticMount
 from .response import (APPLICATION_JSON, TEXT_PLAIN, FileResponse, Response, _normalize_headers, coerce, finalize,
                        json_chunks)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._static import StaticMount
 
 __all__ = ["Hypersonic", "DEFAULT_SECURITY_HEADERS", "DEFAULT_MAX_REQUEST_SIZE"]
 
@@ -360,6 +363,8 @@ class Hypersonic:
         key = ("GET", segments + ("/",))  # "/" is never a segment: the mount's own key
         if key in self._routes:
             raise ValueError(f"duplicate static mount at {prefix!r}")
+        from ._static import StaticMount  # not imported by apps without mounts (worker memory)
+
         mount = StaticMount(normalized, os.fspath(directory), max_age=max_age, index=index, etag=etag, gzip=gzip,
                             dotfiles=dotfiles)
         self._routes[key] = _Route("GET", normalized or "/", segments, (), mount, True, True, wildcard=True)
@@ -612,14 +617,15 @@ class Hypersonic:
         names: List[Tuple[str, ...]] = []
         streaming: List[bool] = []
         dynamic_count = 0
-        fast_mounts: List[Tuple[StaticMount, int]] = []  # mounts without hooks: baked files answered in C
+        fast_mounts: List[Tuple["StaticMount", int]] = []  # mounts without hooks: baked files answered in C
         for route in list(self._routes.values()) + self._cors_option_routes():
             before, after = self._hooks_for(route)
             static = not route.dynamic
             spec = RouteSpec(method=route.method, pattern=route.path, segments=route.segments,
                              static=static and not (before or after), wildcard=route.wildcard)
-            if isinstance(route.handler, StaticMount):
-                route.handler.prepare(self.security_headers)
+            mount = _as_mount(route.handler)
+            if mount is not None:
+                mount.prepare(self.security_headers)
             result: Any = None
             if static:
                 result = self._static_result(route)
@@ -648,9 +654,9 @@ class Hypersonic:
                 else:
                     handlers.append(route.handler)
                     takes.append(route.takes_request)
-                    if isinstance(route.handler, StaticMount):
+                    if mount is not None:
                         spec.mount_fast = True
-                        fast_mounts.append((route.handler, spec.handler_index))
+                        fast_mounts.append((mount, spec.handler_index))
                 names.append(route.param_names)
             specs.append(spec)
         self._compiled_counts = (len(specs) - dynamic_count, dynamic_count)
@@ -676,6 +682,8 @@ class Hypersonic:
                 f"Content-Type: {APPLICATION_JSON}\r\n".encode("latin-1") + security_block),
         )
         if fast_mounts:
+            from . import _filefast
+
             self._configuration["static_files"] = _filefast.native_entries(
                 fast_mounts, self.security_headers, self._compression)
         if any(streaming):
@@ -827,6 +835,15 @@ class Hypersonic:
         else:
             # Same listener, startup line and SIGTERM/SIGINT -> _request_stop contract as a worker.
             _supervisor.serve_in_process(self, host, port, **listen)
+
+
+def _as_mount(handler: Any) -> Optional["StaticMount"]:
+    """The handler when it is an app.static() mount, else None (hypersonic._static is only
+    imported once a mount exists, so a worker without one does not load it)."""
+    static_module = sys.modules.get("hypersonic._static")
+    if static_module is not None and isinstance(handler, static_module.StaticMount):
+        return cast("StaticMount", handler)
+    return None
 
 
 def _backend_defines() -> Dict[str, Optional[str]]:

@@ -117,15 +117,14 @@ def chain(
             response = _hookable(result)
         except Exception as exc:  # noqa: BLE001 - answered 400/500 like a handler's error
             response = _error_response(exc, req, on_error)
-        if not afters:
-            return response
         for after_hook in afters:
             replaced = after_hook(req, response)
             if replaced is not None:
                 response = _hookable(replaced)
         if isinstance(response, _PreparedHeaders):
             return response.finish()
-        check_header_list(response.headers)  # what hooks appended: no CR/LF smuggled into the head
+        if afters:
+            check_header_list(response.headers)  # what hooks appended: no CR/LF smuggled into the head
         return response
 
     run.__qualname__ = f"hooks({getattr(handler, '__qualname__', 'static response')})"
