@@ -142,6 +142,12 @@ def _takes_request(handler: Handler) -> bool:
 class Hypersonic:
     """An HTTP/1.1 application whose serving loop is C compiled at run time.
 
+    Besides routes: :meth:`before`/:meth:`after` hooks, :meth:`request_id`,
+    :meth:`cors`, :meth:`health_check`, :meth:`ready_check`
+    (docs/MIDDLEWARE.md); :meth:`static` file mounts (docs/STATIC.md);
+    :meth:`compress` (docs/COMPRESSION.md); ``streaming=True`` routes with
+    :class:`hypersonic.Stream` and :class:`hypersonic.SSE` (docs/STREAMING.md).
+
     Parameters (all keyword; defaults in brackets):
 
     cache_dir [None]: where compiled modules are cached; None means
