@@ -2,7 +2,10 @@
 
 Static routes (baked responses), dynamic routes reading every part of the
 request (params, query, headers, cookies, JSON, form), every handler result
-type, a raising handler (500), a large response, and two control routes:
+type, a raising handler (500), a large response, the production features
+(a static mount with a baked file answered from C and a large file sent with
+sendfile, gzip compression, before/after hooks, a streaming route), and two
+control routes:
 
 * ``GET /__stats``: the loop's counters plus this process's open fd count;
 * ``POST /__leakcheck``: runs LeakSanitizer now (``__lsan_do_recoverable_leak_check``,
@@ -16,10 +19,13 @@ Run by leak_check.py as ``python leak_app.py PORT``; stops on SIGTERM.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict
 
 from hypersonic import Hypersonic, Response
@@ -30,6 +36,45 @@ BIG_BODY_SIZE = 1024 * 1024
 app = Hypersonic(max_request_size=4 * 1024 * 1024)
 
 _BIG = b"b" * BIG_BODY_SIZE
+
+#: Files of the static mount: small.txt is baked (answered from C), big.bin is sent from disk.
+SMALL_FILE = b"small compressible line\n" * 100
+BIG_FILE = bytes(range(256)) * 1200
+_FILES = tempfile.mkdtemp(prefix="hs-leak-files-")
+atexit.register(shutil.rmtree, _FILES, True)
+with open(os.path.join(_FILES, "small.txt"), "wb") as _f:
+    _f.write(SMALL_FILE)
+with open(os.path.join(_FILES, "big.bin"), "wb") as _f:
+    _f.write(BIG_FILE)
+app.static("/files", _FILES)
+app.compress(min_size=256)
+REPORT = {"rows": [{"id": i, "name": f"row {i}"} for i in range(200)]}
+STREAM_CHUNKS = 20
+
+
+@app.get("/report")
+def report(req: Any) -> Dict[str, Any]:
+    return REPORT
+
+
+def _tag(req: Any) -> None:
+    req.state["tag"] = req.header("x-tag") or "none"
+
+
+def _stamp(req: Any, resp: Any) -> None:
+    resp.headers.append(("X-Tag", req.state["tag"]))
+
+
+@app.get("/hooked", before=[_tag], after=[_stamp])
+def hooked(req: Any) -> Dict[str, Any]:
+    return {"tag": req.state["tag"]}
+
+
+@app.get("/stream", streaming=True)
+def stream(req: Any, out: Any) -> None:
+    out.headers(200, content_type="text/plain")
+    for i in range(STREAM_CHUNKS):
+        out.write(f"chunk {i}\n")
 
 
 @app.get("/health")

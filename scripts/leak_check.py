@@ -119,6 +119,8 @@ class Conn:
         status = int(match.group(1))
         if 100 <= status < 200:
             return self.read_reply()
+        if status in (204, 304):  # no content, whatever the fields say (RFC 9112 6.3)
+            return Reply(status, headers, b"")
         length = int(headers.get(b"content-length", b"-1"))
         if length < 0:
             raise CheckFailed(f"response without Content-Length: {head!r}")
@@ -339,6 +341,88 @@ def kind_expect_continue(port: int, n: int) -> None:
     conn.close()
 
 
+def kind_static_files(port: int, n: int) -> None:
+    """A static mount: the baked file from C (200, gzip, 304), a range (the Python handler),
+    the large file (sendfile), and a download abandoned half way."""
+    small = b"small compressible line\n" * 100  # scripts/leak_app.py SMALL_FILE
+    big = bytes(range(256)) * 1200
+    conn = Conn(port)
+    conn.send(request("GET", "/files/small.txt"))
+    first = conn.read_reply()
+    expect(first, 200, small, "baked file")
+    etag = first.headers[b"etag"].decode()
+    for i in range(n):
+        step = i % 5
+        if step == 0:
+            conn.send(request("GET", "/files/small.txt"))
+            expect(conn.read_reply(), 200, small, "baked file")
+        elif step == 1:
+            conn.send(request("GET", "/files/small.txt", headers=("Accept-Encoding: gzip",)))
+            reply = conn.read_reply()
+            expect(reply, 200, None, "gzip file")
+            if reply.headers.get(b"content-encoding") != b"gzip":
+                raise CheckFailed(f"gzip file: no Content-Encoding in {reply.headers!r}")
+        elif step == 2:
+            conn.send(request("GET", "/files/small.txt", headers=(f"If-None-Match: {etag}",)))
+            expect(conn.read_reply(), 304, b"", "304")
+        elif step == 3:
+            conn.send(request("GET", "/files/small.txt", headers=("Range: bytes=10-19",)))
+            expect(conn.read_reply(), 206, small[10:20], "range")
+        else:
+            conn.send(request("GET", "/files/big.bin"))
+            expect(conn.read_reply(), 200, big, "sendfile")
+    conn.close()
+    for _ in range(max(1, n // 50)):  # abandoned downloads: the file descriptor must be released
+        quitter = Conn(port, rcvbuf=SMALL_RCVBUF)
+        quitter.send(request("GET", "/files/big.bin"))
+        quitter._fill()
+        quitter.reset()
+
+
+def kind_compression_and_hooks(port: int, n: int) -> None:
+    conn = Conn(port)
+    for i in range(n):
+        if i % 2:
+            conn.send(request("GET", "/report", headers=("Accept-Encoding: gzip",)))
+            reply = conn.read_reply()
+            expect(reply, 200, None, "gzip report")
+            if reply.headers.get(b"content-encoding") != b"gzip":
+                raise CheckFailed("gzip report: not compressed")
+        else:
+            conn.send(request("GET", "/hooked", headers=(f"X-Tag: t{i}",)))
+            reply = conn.read_reply()
+            expect(reply, 200, json.dumps({"tag": f"t{i}"}, separators=(",", ":")).encode(), "hooked")
+            if reply.headers.get(b"x-tag") != f"t{i}".encode():
+                raise CheckFailed("hooked: after-hook header missing")
+    conn.close()
+
+
+def kind_streaming(port: int, n: int) -> None:
+    """Streamed (chunked) responses read whole, and clients that leave mid-stream."""
+    expected = b"".join(b"chunk %d\n" % i for i in range(20))  # leak_app.py STREAM_CHUNKS
+    for i in range(n):
+        conn = Conn(port)
+        conn.send(request("GET", "/stream", close=True))
+        if i % 4 == 3:
+            conn._fill()
+            conn.reset()  # the client leaves: the stream's writer is told, nothing stays behind
+            continue
+        raw = conn.read_eof()
+        conn.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 ") or b"transfer-encoding: chunked" not in head.lower():
+            raise CheckFailed(f"stream: unexpected head {head[:200]!r}")
+        data = b""
+        while True:
+            size_line, _, body = body.partition(b"\r\n")
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            data, body = data + body[:size], body[size + 2:]
+        if data != expected:
+            raise CheckFailed(f"stream: body {data[:80]!r}")
+
+
 KINDS: List[Tuple[str, Callable[[int, int], None], float]] = [
     # (name, function, share of --per-kind: connection-heavy kinds get fewer)
     ("static keep-alive", kind_static_keepalive, 1.0),
@@ -352,6 +436,9 @@ KINDS: List[Tuple[str, Callable[[int, int], None], float]] = [
     ("malformed", kind_malformed, 0.5),
     ("slow/aborted clients", kind_slow_and_aborted, 0.25),
     ("Expect: 100-continue", kind_expect_continue, 0.5),
+    ("static files (C, 304, gzip, range, sendfile)", kind_static_files, 1.0),
+    ("compression and hooks", kind_compression_and_hooks, 1.0),
+    ("streaming", kind_streaming, 0.1),
 ]
 
 
