@@ -115,14 +115,6 @@ def request_accepts_gzip(headers: Iterable[Tuple[bytes, bytes]]) -> bool:
     return accepts_gzip(", ".join(values) if values else None)
 
 
-
-def _has_field(block: bytes, lname: bytes) -> bool:
-    """True when the serialised header block has a field named ``lname`` (lower case)."""
-    for line in _field_lines(block):
-        if line.partition(b":")[0].strip().lower() == lname:
-            return True
-    return False
-
 class Compression:
     """The settings of ``app.compress()`` and the decisions they imply (module docstring).
 
@@ -166,8 +158,9 @@ class Compression:
                 return True
         return False
 
-    def header_variants(self, status: int, block: bytes) -> Optional[Tuple[bytes, bytes]]:
-        """(identity block, gzip block) for a response that may be compressed, else None.
+    def header_variants(self, status: int, block: bytes, refuse_etag: bool = False) -> Optional[Tuple[bytes, bytes]]:
+        """(identity block, gzip block) for a response that may be compressed, else None
+        (also None with refuse_etag when the block has an ETag: see negotiate()).
 
         Both carry ``Vary: Accept-Encoding`` (merged into a Vary the block
         already has; left alone when that lists ``*`` or Accept-Encoding); the
@@ -181,8 +174,8 @@ class Compression:
         for index, line in enumerate(lines):
             name, _, value = line.partition(b":")
             lname = name.strip().lower()
-            if lname == b"content-encoding":
-                return None  # the handler encoded it itself
+            if lname == b"content-encoding" or (refuse_etag and lname == b"etag"):
+                return None  # the handler encoded it itself, or its validator names the identity bytes
             if lname == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
             elif lname == b"vary" and vary_index < 0:
@@ -202,11 +195,9 @@ class Compression:
 
     def negotiate(self, status: int, block: bytes, body: bytes, accepts_gzip: bool) -> Tuple[bytes, bytes]:
         """The (block, body) to send: gzip when allowed, accepted, >= min_size and smaller."""
-        if _has_field(block, b"etag"):
-            # A strong validator names one representation; compressing on the fly would
-            # give two representations one ETag (static files bake their own gzip variant).
-            return block, body
-        variants = self.header_variants(status, block)
+        # refuse_etag: a strong validator names one representation; compressing on the fly
+        # would give two representations one ETag (static files bake their own gzip variant).
+        variants = self.header_variants(status, block, refuse_etag=True)
         if variants is None:
             return block, body
         if accepts_gzip and len(body) >= self.min_size:
