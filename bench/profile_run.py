@@ -55,8 +55,10 @@ TOP_SYMBOLS = 10
 
 
 def spec(name: str) -> run.ServerSpec:
-    """The run.py server spec called ``name``."""
-    for candidate in run.SERVERS:
+    """The server spec called ``name``: run.py's, else features.py's (its app serves app.static)."""
+    import features  # writes the static-file docroot under bench/out on import
+
+    for candidate in (*run.SERVERS, *features.SERVERS):
         if candidate.name == name:
             return candidate
     raise ValueError(f"no server named {name!r}")
@@ -363,6 +365,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                  ("hypersonic static, 16-deep pipelining", "hypersonic-static", "/plaintext", 16, 16),
                  ("hypersonic dynamic /user/:id, keep-alive", "hypersonic-dynamic", f"/user/{run.USER_ID}", 16, 1),
                  ("hypersonic dynamic /plaintext, keep-alive", "hypersonic-dynamic", "/plaintext", 16, 1),
+                 ("hypersonic app.static 4 KiB file (baked, answered from C), keep-alive", "hypersonic",
+                  "/static/page.html", 16, 1),
                  ("nginx, keep-alive (reference)", "nginx", "/plaintext", 16, 1)]
         for name, server_name, path, connections, depth in cases:
             run.log(f"callgrind: {name}")
